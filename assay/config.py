@@ -75,25 +75,25 @@ class ScorerConfig:
 
 @dataclass
 class BudgetConfig:
-    """Token budget: ``tokens`` <= 1.0 is a fraction of the available tokens, > 1 an absolute count."""
+    """Token budget: ``fraction`` of the available tokens, or an absolute number of ``tokens``."""
 
-    tokens: float = 0.1
+    fraction: float | None = None
+    tokens: int | None = None
 
     def validate(self) -> None:
-        if self.tokens <= 0:
+        if (self.fraction is None) == (self.tokens is None):
+            raise ConfigError("budget: give exactly one of fraction (0 < f <= 1) or tokens (a count)")
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ConfigError(f"budget.fraction must be in (0, 1], got {self.fraction}")
+        if self.tokens is not None and self.tokens <= 0:
             raise ConfigError(f"budget.tokens must be > 0, got {self.tokens}")
-
-    def resolve(self, available: int) -> int:
-        if self.tokens <= 1.0:
-            return int(self.tokens * available)
-        return int(self.tokens)
 
 
 @dataclass
 class SelectConfig:
     method: Literal["topk", "threshold", "gumbel", "all"] = "topk"
     by: str | None = None  # scorer name whose score ranks documents
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    budget: BudgetConfig = field(default_factory=lambda: BudgetConfig(fraction=0.1))
     threshold: float | None = None
     temperature: float = 1.0  # gumbel: noise scale relative to scores
     per_domain: bool = True

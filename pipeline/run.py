@@ -16,7 +16,7 @@ import yaml
 
 import assay
 from assay.config import RunConfig
-from assay.errors import RunStateError
+from assay.errors import ConfigError, RunStateError
 from assay.pipeline.catalog import build_catalog
 from assay.pipeline.executor import Executor, make_executor
 from assay.pipeline.fsutil import check_writable, read_json, write_bytes, write_json
@@ -88,6 +88,12 @@ def run_select(cfg: RunConfig, run_dir: Path, executor: Executor | None = None, 
 
 def _schedule(cfg: RunConfig, selection: dict[str, Any]) -> dict[str, Any]:
     tokens = {d: s["selected_tokens"] for d, s in selection.items()}
+    if not any(tokens.values()):
+        budgets = {d: s["budget_tokens"] for d, s in selection.items()}
+        raise ConfigError(
+            f"no document was selected (select.method {cfg.select.method!r}, token budgets {budgets}): "
+            "the budget is smaller than the best-ranked document, or no score passes the threshold"
+        )
     solver = SOLVERS.get(cfg.mixture.solver, where="mixture.solver")
     params = parse_solver_params(solver, cfg.mixture.params, source="mixture")
     phases = solver(tokens, params, cfg.seed)
@@ -140,7 +146,7 @@ def build_manifest(
         "selection": {
             "method": cfg.select.method,
             "by": cfg.select.by,
-            "budget_tokens": cfg.select.budget.tokens,
+            "budget": {"fraction": cfg.select.budget.fraction, "tokens": cfg.select.budget.tokens},
             "per_domain": cfg.select.per_domain,
             "selected_docs": sum(s["selected_docs"] for s in selection.values()),
             "selected_tokens": sum(s["selected_tokens"] for s in selection.values()),

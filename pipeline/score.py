@@ -4,11 +4,12 @@ Also ``score_file`` for ``assay score`` on a plain input file without a run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -17,8 +18,9 @@ from assay.errors import ConfigError, InputError, ShardError
 from assay.pipeline.executor import Executor, Task
 from assay.pipeline.fsutil import atomic_path, write_json, write_parquet
 from assay.pipeline.readers import Rejects, expand_inputs, read_batches
-from assay.pipeline.shard import doc_ids
+from assay.pipeline.shard import doc_ids, file_digest
 from assay.scorers.base import (
+    Scorer,
     TargetSet,
     TargetSpec,
     build_scorer,
@@ -36,25 +38,48 @@ class ScorerJob:
     batch_rows: int
     target_path: str | None
     out_dir: str
+    fit_path: str | None = None
+
+
+def _scorer_for(job: ScorerJob) -> Scorer:
+    fit_key = file_digest(job.fit_path) if job.fit_path else ""
+    scorer = build_scorer(job.name, job.params, load_target(job.target_path), state_key=fit_key)
+    if job.fit_path and not getattr(scorer, "_assay_fitted", False):
+        scorer.set_fitted(np.load(job.fit_path))
+        scorer._assay_fitted = True  # type: ignore[attr-defined]
+    return scorer
 
 
 def load_target(path: str | None) -> TargetSet | None:
     return TargetSet.from_table(pq.read_table(path)) if path else None
 
 
+def _read_shard(shard: str) -> pa.Table:
+    try:
+        return pq.read_table(shard, columns=["id", "domain", "text", "n_tokens"])
+    except (OSError, pa.ArrowException) as e:
+        raise ShardError(f"cannot read shard {shard}: {e}") from e
+
+
 @dataclass
 class ScoreStep:
+    """Score one shard with one scorer; with ``fit`` set, compute the scorer's fit state instead."""
+
     jobs: dict[str, ScorerJob]
+    fit: bool = False
 
     def __call__(self, task: Task, rank: int, world_size: int) -> dict[str, Any]:
         job = self.jobs[task.payload["scorer"]]
         shard = task.payload["shard"]
-        scorer = build_scorer(job.name, job.params, load_target(job.target_path))
-        try:
-            table = pq.read_table(shard, columns=["id", "domain", "text", "n_tokens"])
-        except (OSError, pa.ArrowException) as e:
-            raise ShardError(f"cannot read shard {shard}: {e}") from e
-        out, stats = scorer.score_table(table, job.batch_rows)
+        table = _read_shard(shard)
+        if self.fit:
+            scorer = build_scorer(job.name, job.params, load_target(job.target_path))
+            state = scorer.fit_partial(table)
+            with atomic_path(Path(job.out_dir) / "_fit" / (Path(shard).stem + ".npy")) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, state)
+            return {"docs": table.num_rows}
+        out, stats = _scorer_for(job).score_table(table, job.batch_rows)
         write_parquet(Path(job.out_dir) / Path(shard).name, out, row_group_rows=65536)
         return stats
 
@@ -117,10 +142,27 @@ def run_score(
         if target is not None:
             target_path = str(out_dir / "_target.parquet")
             write_parquet(target_path, target.to_table())
-        scorer = cls(params, target)  # validates params/target in the driver before any task starts
+        scorer = cls(params, target)
+        scorer.setup()  # fail on a bad model, label or target here, before any task starts
         metas[sc.name] = scorer.describe()
         jobs[sc.name] = ScorerJob(sc.name, sc.params, sc.batch_rows, target_path, str(out_dir))
     con.close()
+    fitting = [n for n, j in jobs.items() if get_scorer_class(j.name).needs_fit]
+    if fitting:
+        ftasks = [
+            Task(f"{name}/{Path(s).stem}", {"scorer": name, "shard": s}, Path(s).stat().st_size)
+            for name in fitting
+            for s in shards
+        ]
+        executor.run("fit", ScoreStep(jobs, fit=True), ftasks, run_dir / "_state")
+        for name in fitting:
+            out_dir = Path(jobs[name].out_dir)
+            total = sum(np.load(out_dir / "_fit" / (Path(s).stem + ".npy")) for s in shards)
+            fit_path = out_dir / "_fit.npy"
+            with atomic_path(fit_path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, np.asarray(total))
+            jobs[name] = replace(jobs[name], fit_path=str(fit_path))
     tasks = [
         Task(f"{name}/{Path(s).stem}", {"scorer": name, "shard": s}, Path(s).stat().st_size)
         for name in jobs
@@ -157,6 +199,15 @@ def score_file(
             docs = con.from_arrow(pa.concat_tables(tables))
         target = resolve_target(spec, docs, where)
     scorer = cls(p, target)
+    if cls.needs_fit:
+        state = None
+        for src in sources:
+            for b in read_batches(src, input_cfg, batch_rows, Rejects()):
+                part = scorer.fit_partial(pa.table({"text": b.text}))
+                state = part if state is None else state + part
+        if state is None:
+            raise InputError(f"no documents to fit {scorer_name} on in {input_cfg.paths}")
+        scorer.set_fitted(state)
     writer = None
     n = 0
     with atomic_path(out) as tmp:

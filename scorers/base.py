@@ -79,7 +79,7 @@ def sample_target(ids: list[str], texts: list[str], spec: TargetSpec, where: str
         raise InputError(f"{where}: the target set is empty")
     keys = sorted(pairs)
     if spec.sample is not None and len(keys) > spec.sample:
-        rank = sorted(keys, key=lambda i: xxhash.xxh3_64_intdigest(i, seed=spec.seed))
+        rank = sorted(keys, key=lambda i: xxhash.xxh3_64_intdigest(i.encode(), seed=spec.seed))
         keys = sorted(rank[: spec.sample])
     return TargetSet(tuple(keys), tuple(pairs[k] for k in keys))
 
@@ -89,6 +89,9 @@ class Scorer(ABC):
     version: ClassVar[str] = "1"
     Params: ClassVar[type] = NoParams
     needs_target: ClassVar[bool] = False
+    #: a ``fit`` pass over every shard first (e.g. DSIR's raw distribution): ``fit_partial`` per
+    #: shard, states summed in shard order, then ``set_fitted`` before scoring
+    needs_fit: ClassVar[bool] = False
     #: extra output columns besides ``score`` (name, type); score_batch then returns a Table
     extra_schema: ClassVar[tuple[tuple[str, pa.DataType], ...]] = ()
 
@@ -101,6 +104,14 @@ class Scorer(ABC):
 
     def setup(self) -> None:  # noqa: B027 (optional hook)
         """Once per worker before scoring: load models, precompute target state."""
+
+    def fit_partial(self, batch: pa.Table) -> np.ndarray:
+        """Additive fit state of one shard (needs_fit scorers)."""
+        raise NotImplementedError(f"scorer {self.name} has no fit pass")
+
+    def set_fitted(self, state: np.ndarray) -> None:
+        """Receive the summed fit state of all shards (needs_fit scorers)."""
+        raise NotImplementedError(f"scorer {self.name} has no fit pass")
 
     @abstractmethod
     def score_batch(self, batch: pa.Table) -> pa.Array | pa.Table:
@@ -190,11 +201,14 @@ def params_digest(name: str, params: Any, target: TargetSet | None) -> str:
 _WORKER_CACHE: dict[str, Scorer] = {}
 
 
-def build_scorer(name: str, params: dict[str, Any], target: TargetSet | None, source: str = "") -> Scorer:
-    """Instantiate (and cache per process, so ``setup`` runs once per worker) a scorer."""
+def build_scorer(
+    name: str, params: dict[str, Any], target: TargetSet | None, source: str = "", state_key: str = ""
+) -> Scorer:
+    """Instantiate (and cache per process, so ``setup`` runs once per worker) a scorer.
+    ``state_key`` distinguishes instances that get different fitted states."""
     cls = get_scorer_class(name)
     p = parse_params(cls, params, source=source or f"scorer {name}")
-    key = params_digest(name, p, target)
+    key = params_digest(name, p, target) + state_key
     if key not in _WORKER_CACHE:
         _WORKER_CACHE[key] = cls(p, target)
     return _WORKER_CACHE[key]

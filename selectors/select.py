@@ -8,8 +8,9 @@ Methods (``select.method``):
   importance resampling; the noise of a document does not depend on workers or order.
 - ``threshold``: every document with score >= threshold (<= with ``ascending``); no budget.
 - ``all``: every document.
-Budgets: ``budget.tokens`` <= 1 is a fraction of the tokens (of each domain with ``per_domain``, else
-of all), > 1 an absolute token count (split over domains by their tokens with ``per_domain``).
+Budgets: ``budget.fraction`` of the tokens (of each domain with ``per_domain``, else of all), or
+``budget.tokens``, an absolute count (split over domains in proportion to their tokens with
+``per_domain``, rounded down).
 Documents a scorer used as its target set are excluded when ``exclude_targets`` is set.
 """
 
@@ -36,19 +37,20 @@ SELECTION_SCHEMA = pa.schema(
 
 def gumbel_noise(ids: list[str], seed: int) -> np.ndarray:
     """G = -log(-log(u)), u uniform in (0, 1) from XXH3-64(id, seed): independent of order and workers."""
-    u = (np.array([xxhash.xxh3_64_intdigest(i, seed=seed) for i in ids], dtype=np.uint64) >> np.uint64(11))
+    u = (np.array([xxhash.xxh3_64_intdigest(i.encode(), seed=seed) for i in ids], dtype=np.uint64) >> np.uint64(11))
     u = (u.astype(np.float64) + 0.5) / float(1 << 53)
     return -np.log(-np.log(u))
 
 
 def _budgets(cfg: SelectConfig, domain_tokens: dict[str, int]) -> dict[str, int]:
+    """Token budget per domain (key "*" when ranking across domains); floors, never over."""
     total = sum(domain_tokens.values())
-    b = cfg.budget.tokens
+    f, n = cfg.budget.fraction, cfg.budget.tokens
     if cfg.per_domain:
-        if b <= 1.0:
-            return {d: math.floor(b * t) for d, t in domain_tokens.items()}
-        return {d: math.floor(b * t / total) if total else 0 for d, t in domain_tokens.items()}
-    return {"*": math.floor(b * total) if b <= 1.0 else int(b)}
+        if f is not None:
+            return {d: math.floor(f * t) for d, t in domain_tokens.items()}
+        return {d: (int(n or 0) * t) // total if total else 0 for d, t in domain_tokens.items()}
+    return {"*": math.floor(f * total) if f is not None else int(n or 0)}
 
 
 def select_documents(
