@@ -32,7 +32,7 @@ lint: venv
 	rm -rf build/typecheck && mkdir -p build/typecheck/assay
 	cp assay/*.py build/typecheck/assay/
 	for d in pipeline scorers selectors kernels; do ln -s ../../../$$d build/typecheck/assay/$$d; done
-	cd build/typecheck && ../../$(VENV)/bin/mypy -p assay
+	cd build/typecheck && $(abspath $(VENV))/bin/mypy -p assay
 
 bench: venv
 	$(PY) benchmarks/run.py

@@ -69,11 +69,15 @@ def exec_options(fn: F) -> F:
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Run config YAML.")
+@click.option(
+    "--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Run config YAML."
+)
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<config name>).")
 @exec_options
 @_handle_errors
-def select(config_path: str, out: str | None, executor: str | None, workers: int | None, address: str | None) -> None:
+def select(
+    config_path: str, out: str | None, executor: str | None, workers: int | None, address: str | None
+) -> None:
     """Shard, score, select and mix a corpus; write RUN/manifest.json."""
     from assay.config import load_config
     from assay.pipeline.run import run_select
@@ -97,7 +101,9 @@ def shard(config_path: str, out: str, executor: str | None, workers: int | None,
     from assay.pipeline.shard import run_shard
 
     cfg = _executor_overrides(load_config(config_path), executor, workers, address)
-    ex = make_executor(cfg.execution.executor, cfg.execution.workers, cfg.execution.address, cfg.execution.retries)
+    ex = make_executor(
+        cfg.execution.executor, cfg.execution.workers, cfg.execution.address, cfg.execution.retries
+    )
     try:
         stats = run_shard(cfg.input, cfg.shard, Path(out), ex)
     finally:
@@ -105,8 +111,10 @@ def shard(config_path: str, out: str, executor: str | None, workers: int | None,
     write_json(Path(out) / "stats" / "shard.json", stats)
     docs = sum(d["docs"] for d in stats["domains"].values())
     dups = sum(d["duplicates"] for d in stats["domains"].values())
-    click.echo(f"{len(stats['shards'])} shards, {docs} documents, {dups} duplicates removed, "
-               f"{stats['rejects']} rejected rows")
+    click.echo(
+        f"{len(stats['shards'])} shards, {docs} documents, {dups} duplicates removed, "
+        f"{stats['rejects']} rejected rows"
+    )
 
 
 def _parse_param(raw: str) -> tuple[list[str], Any]:
@@ -135,7 +143,9 @@ def params_from_cli(raws: tuple[str, ...]) -> dict[str, Any]:
 
 @main.command()
 @click.option("--scorer", "scorer_name", required=True, help="Scorer name (see `assay scorers`).")
-@click.option("--param", "params", multiple=True, help="key=value (dotted keys for nested: target.file=t.jsonl).")
+@click.option(
+    "--param", "params", multiple=True, help="key=value (dotted keys for nested: target.file=t.jsonl)."
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet file.")
 @click.option("--text-field", default="text", show_default=True)
 @click.option("--domain-field", default=None, help="Field holding the domain (for target.domain).")
@@ -143,14 +153,26 @@ def params_from_cli(raws: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--batch-rows", default=1024, show_default=True)
 @click.argument("inputs", nargs=-1, required=True)
 @_handle_errors
-def score(scorer_name: str, params: tuple[str, ...], out: str, text_field: str, domain_field: str | None,
-          fmt: str, batch_rows: int, inputs: tuple[str, ...]) -> None:
+def score(
+    scorer_name: str,
+    params: tuple[str, ...],
+    out: str,
+    text_field: str,
+    domain_field: str | None,
+    fmt: str,
+    batch_rows: int,
+    inputs: tuple[str, ...],
+) -> None:
     """Score INPUTS with one scorer into a Parquet file (id, score, extras, source, source_row)."""
     from assay.config import DomainConfig, InputConfig
     from assay.pipeline.score import score_file
 
-    cfg = InputConfig(paths=list(inputs), format=fmt, text_field=text_field,  # type: ignore[arg-type]
-                      domain=DomainConfig(field=domain_field))
+    cfg = InputConfig(
+        paths=list(inputs),
+        format=fmt,  # type: ignore[arg-type]  # checked by click.Choice
+        text_field=text_field,
+        domain=DomainConfig(field=domain_field),
+    )
     res = score_file(cfg, scorer_name, params_from_cli(params), Path(out), batch_rows)
     click.echo(f"scored {res['docs']} documents with {scorer_name}: {out}")
 

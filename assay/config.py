@@ -43,7 +43,9 @@ class InputConfig:
     format: Literal["auto", "jsonl", "parquet", "hf_disk", "hf_load"] = "auto"
     text_field: str = "text"
     domain: DomainConfig = field(default_factory=DomainConfig)
-    builder: str | None = None  # datasets.load_dataset builder for format hf_load ("json", "csv", "text", ...)
+    builder: str | None = (
+        None  # datasets.load_dataset builder for format hf_load ("json", "csv", "text", ...)
+    )
     on_error: Literal["fail", "skip"] = "fail"
 
     def validate(self) -> None:

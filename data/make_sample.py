@@ -21,7 +21,9 @@ MAX_CHARS = 30_000
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dev", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "corpora" / "dev"))
+    ap.add_argument(
+        "--dev", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "corpora" / "dev")
+    )
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "sample"))
     args = ap.parse_args()
     out = Path(args.out)
@@ -30,8 +32,10 @@ def main() -> None:
         t = pq.read_table(Path(args.dev) / f"{dom}.parquet").to_pylist()
         rows = [r for r in t if 200 <= len(r["text"]) <= MAX_CHARS]
         rows.sort(key=lambda r: xxhash.xxh3_64_intdigest((r["source"] + r["text"][:64]).encode()))
-        lines = "".join(json.dumps({"text": r["text"], "source": r["source"]}, ensure_ascii=False) + "\n"
-                        for r in rows[:n])
+        lines = "".join(
+            json.dumps({"text": r["text"], "source": r["source"]}, ensure_ascii=False) + "\n"
+            for r in rows[:n]
+        )
         data = zstandard.ZstdCompressor(level=19).compress(lines.encode("utf-8"))
         (out / f"{dom}.jsonl.zst").write_bytes(data)
         print(dom, n, len(lines) // 1000, "KB text,", len(data) // 1000, "KB compressed")

@@ -24,7 +24,9 @@ def view_sql(run_dir: Path) -> dict[str, str]:
         views["docs"] = "SELECT * FROM read_parquet('shards/*.parquet')"
     for d in sorted((run_dir / "scores").glob("*")):
         if any(d.glob("[0-9]*.parquet")):
-            views[f"scores_{_ident(d.name)}"] = f"SELECT * FROM read_parquet('scores/{d.name}/[0-9]*.parquet')"
+            views[f"scores_{_ident(d.name)}"] = (
+                f"SELECT * FROM read_parquet('scores/{d.name}/[0-9]*.parquet')"
+            )
     if any((run_dir / "selection").glob("*.parquet")):
         views["selection"] = "SELECT * FROM read_parquet('selection/*.parquet')"
     if any((run_dir / "rejects").glob("*.jsonl")):
@@ -54,7 +56,9 @@ def build_catalog(run_dir: Path) -> Path:
 def open_catalog(run_dir: Path) -> duckdb.DuckDBPyConnection:
     db = run_dir / "catalog.duckdb"
     if not db.is_file():
-        raise AssayError(f"{run_dir} has no catalog.duckdb; is it a run directory? (run `assay select` first)")
+        raise AssayError(
+            f"{run_dir} has no catalog.duckdb; is it a run directory? (run `assay select` first)"
+        )
     con = duckdb.connect(str(db), read_only=True)
     con.execute(f"SET file_search_path = '{run_dir.resolve()}'")
     return con

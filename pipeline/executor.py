@@ -76,7 +76,12 @@ class Progress:
             eta = dt / max(self.count - self.initial, 1) * remaining
             log.info(
                 "%s: %d/%d tasks, %.1f MB/s, %.0f docs/s, ETA %.0fs",
-                self.stage, self.count, self.total, mbs, dps, eta,
+                self.stage,
+                self.count,
+                self.total,
+                mbs,
+                dps,
+                eta,
             )
 
     def close(self) -> None:
@@ -85,9 +90,7 @@ class Progress:
 
 
 class Executor(ABC):
-    def run(
-        self, stage: str, step: Step, tasks: Sequence[Task], state_dir: Path
-    ) -> list[dict[str, Any]]:
+    def run(self, stage: str, step: Step, tasks: Sequence[Task], state_dir: Path) -> list[dict[str, Any]]:
         """Run ``step`` on every task not yet done; return all tasks' results in task order."""
         keys = [t.key for t in tasks]
         if len(set(keys)) != len(keys):
@@ -195,7 +198,9 @@ class RayExecutor(Executor):
             self.ray.shutdown()
 
 
-def make_executor(kind: str, workers: int | None = None, address: str | None = None, retries: int = 2) -> Executor:
+def make_executor(
+    kind: str, workers: int | None = None, address: str | None = None, retries: int = 2
+) -> Executor:
     if kind == "local":
         return LocalExecutor()
     if kind == "ray":

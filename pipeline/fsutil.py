@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -53,12 +54,19 @@ def write_json(target: str | Path, obj: Any) -> None:
     write_bytes(target, dumps_json(obj).encode("utf-8"))
 
 
+def write_npy(target: str | Path, arr: np.ndarray) -> None:
+    with atomic_path(target) as tmp:
+        np.save(tmp, arr, allow_pickle=False)
+
+
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
-def write_parquet(target: str | Path, table: pa.Table, row_group_rows: int | None = None, **opts: Any) -> None:
+def write_parquet(
+    target: str | Path, table: pa.Table, row_group_rows: int | None = None, **opts: Any
+) -> None:
     with atomic_path(target) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_rows, **{**PARQUET_OPTS, **opts})
 
@@ -67,7 +75,7 @@ def check_writable(directory: Path) -> None:
     """Fail early, with the path named, when ``directory`` cannot be created or written."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".probe.", delete=True)
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe."):
+            pass
     except OSError as e:
         raise AssayError(f"output directory {directory} is not writable: {e.strerror or e}") from e

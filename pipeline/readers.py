@@ -78,7 +78,9 @@ def _detect_format(path: str) -> str:
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     out = ""
     for tok in re.split(r"(\{domain\}|\*\*|\*|\?)", pattern):
-        out += {"{domain}": "(?P<domain>[^/]+)", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(tok, re.escape(tok))
+        out += {"{domain}": "(?P<domain>[^/]+)", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(
+            tok, re.escape(tok)
+        )
     return re.compile(r"(?:^|/)" + out + r"$")
 
 
@@ -239,27 +241,27 @@ def _check_arrow_column(
         raise InputError(f"{src.path}: column {name!r} has type {arr.type}, expected a string column")
     bad: dict[int, str] = {}
     if arr.null_count:
-        for i in np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False)):
-            bad[int(i)] = f"field {name!r} is null, expected a string"
+        for k in np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False)).tolist():
+            bad[k] = f"field {name!r} is null, expected a string"
     try:
         arr.validate(full=True)
     except pa.ArrowInvalid:
         # Find every invalid row so ``skip`` rejects exactly those.
-        for i, v in enumerate(pc.cast(arr, pa.binary()).to_pylist()):
+        for k, v in enumerate(pc.cast(arr, pa.binary()).to_pylist()):
             if v is not None:
                 try:
                     v.decode("utf-8")
                 except UnicodeDecodeError:
-                    bad[i] = f"field {name!r} is not valid UTF-8"
+                    bad[k] = f"field {name!r} is not valid UTF-8"
     if not bad:
         return arr, None
     if cfg.on_error == "fail":
-        i = min(bad)
-        raise InputError(f"{src.path}, row {offset + i}: {bad[i]}")
+        first = min(bad)
+        raise InputError(f"{src.path}, row {offset + first}: {bad[first]}")
     keep = np.ones(len(arr), dtype=bool)
-    for i, reason in sorted(bad.items()):
-        rejects.add(src.path, offset + i, reason)
-        keep[i] = False
+    for k, reason in sorted(bad.items()):
+        rejects.add(src.path, offset + k, reason)
+        keep[k] = False
     return arr, keep
 
 

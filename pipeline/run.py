@@ -56,7 +56,9 @@ def _target_ids(run_dir: Path, scorers: list[str]) -> set[str]:
     return out
 
 
-def run_select(cfg: RunConfig, run_dir: Path, executor: Executor | None = None, source: str = "config") -> Path:
+def run_select(
+    cfg: RunConfig, run_dir: Path, executor: Executor | None = None, source: str = "config"
+) -> Path:
     """Run the whole pipeline into ``run_dir``; return the manifest path."""
     run_dir = Path(run_dir)
     _claim_run_dir(cfg, run_dir)
@@ -118,7 +120,9 @@ def build_manifest(
     con = duckdb.connect()
     shard_domains: dict[str, list[str]] = {}
     for s in shard_stats["shards"]:
-        for (d,) in con.sql("SELECT DISTINCT domain FROM read_parquet($p)", params={"p": str(run_dir / s)}).fetchall():
+        for (d,) in con.sql(
+            "SELECT DISTINCT domain FROM read_parquet($p)", params={"p": str(run_dir / s)}
+        ).fetchall():
             shard_domains.setdefault(d, []).append(s)
     con.close()
     domains = {}
@@ -176,23 +180,35 @@ def run_stats(run_dir: Path) -> list[dict[str, Any]]:
     shard = read_json(run_dir / "stats" / "shard.json") if (run_dir / "stats" / "shard.json").exists() else {}
     rows = []
     base = con.sql(
-        "SELECT domain, count(*), sum(n_tokens)::BIGINT, sum(n_chars)::BIGINT FROM docs GROUP BY domain ORDER BY domain"
+        "SELECT domain, count(*), sum(n_tokens)::BIGINT, sum(n_chars)::BIGINT "
+        "FROM docs GROUP BY domain ORDER BY domain"
     ).fetchall()
     sel = {}
     if "selection" in views:
-        sel = {d: (n, t) for d, n, t in con.sql(
-            "SELECT domain, count(*) FILTER (WHERE selected), "
-            "coalesce(sum(n_tokens) FILTER (WHERE selected), 0)::BIGINT FROM selection GROUP BY domain").fetchall()}
+        sel = {
+            d: (n, t)
+            for d, n, t in con.sql(
+                "SELECT domain, count(*) FILTER (WHERE selected), "
+                "coalesce(sum(n_tokens) FILTER (WHERE selected), 0)::BIGINT FROM selection GROUP BY domain"
+            ).fetchall()
+        }
     for d, n, tok, ch in base:
-        row: dict[str, Any] = {"domain": d, "docs": n, "tokens": tok, "chars": ch,
-                               "duplicates": shard.get("domains", {}).get(d, {}).get("duplicates", 0)}
+        row: dict[str, Any] = {
+            "domain": d,
+            "docs": n,
+            "tokens": tok,
+            "chars": ch,
+            "duplicates": shard.get("domains", {}).get(d, {}).get("duplicates", 0),
+        }
         if sel:
             row["selected_docs"], row["selected_tokens"] = sel.get(d, (0, 0))
         for v in views:
             if v.startswith("scores_"):
                 mn, mean, mx = con.sql(
                     f"SELECT min(s.score), avg(s.score), max(s.score) FROM {v} s JOIN docs USING (id) "
-                    "WHERE docs.domain = $d", params={"d": d}).fetchall()[0]  # type: ignore[misc]
+                    "WHERE docs.domain = $d",
+                    params={"d": d},
+                ).fetchall()[0]  # type: ignore[misc]
                 row[f"{v[7:]}_mean"] = None if mean is None or math.isnan(mean) else round(mean, 6)
                 row[f"{v[7:]}_min"], row[f"{v[7:]}_max"] = mn, mx
         rows.append(row)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from assay.config import InputConfig, ScorerConfig
 from assay.errors import ConfigError, InputError, ShardError
 from assay.pipeline.executor import Executor, Task
-from assay.pipeline.fsutil import atomic_path, write_json, write_parquet
+from assay.pipeline.fsutil import atomic_path, write_json, write_npy, write_parquet
 from assay.pipeline.readers import Rejects, expand_inputs, read_batches
 from assay.pipeline.shard import doc_ids, file_digest
 from assay.scorers.base import (
@@ -75,9 +75,7 @@ class ScoreStep:
         if self.fit:
             scorer = build_scorer(job.name, job.params, load_target(job.target_path))
             state = scorer.fit_partial(table)
-            with atomic_path(Path(job.out_dir) / "_fit" / (Path(shard).stem + ".npy")) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, state)
+            write_npy(Path(job.out_dir) / "_fit" / (Path(shard).stem + ".npy"), state)
             return {"docs": table.num_rows}
         out, stats = _scorer_for(job).score_table(table, job.batch_rows)
         write_parquet(Path(job.out_dir) / Path(shard).name, out, row_group_rows=65536)
@@ -111,7 +109,9 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def resolve_target(spec: TargetSpec | None, docs: duckdb.DuckDBPyRelation | None, where: str) -> TargetSet | None:
+def resolve_target(
+    spec: TargetSpec | None, docs: duckdb.DuckDBPyRelation | None, where: str
+) -> TargetSet | None:
     """Target set from a file, or from the documents (``docs``: id, domain, text) by domain or ids."""
     if spec is None:
         return None
@@ -159,9 +159,7 @@ def run_score(
             out_dir = Path(jobs[name].out_dir)
             total = sum(np.load(out_dir / "_fit" / (Path(s).stem + ".npy")) for s in shards)
             fit_path = out_dir / "_fit.npy"
-            with atomic_path(fit_path) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, np.asarray(total))
+            write_npy(fit_path, np.asarray(total))
             jobs[name] = replace(jobs[name], fit_path=str(fit_path))
     tasks = [
         Task(f"{name}/{Path(s).stem}", {"scorer": name, "shard": s}, Path(s).stat().st_size)
@@ -172,7 +170,9 @@ def run_score(
     for name, meta in metas.items():
         mine = [r for t, r in zip(tasks, results) if t.payload["scorer"] == name]
         meta["docs"] = sum(r["docs"] for r in mine)
-        meta["files"] = [f"scores/{name}/{Path(t.payload['shard']).name}" for t in tasks if t.payload["scorer"] == name]
+        meta["files"] = [
+            f"scores/{name}/{Path(t.payload['shard']).name}" for t in tasks if t.payload["scorer"] == name
+        ]
         write_json(run_dir / "scores" / name / "_meta.json", meta)
     return metas
 

@@ -133,7 +133,7 @@ class IngestStep:
         spill_bytes = int(self.shard.spill_mb * 1e6)
         parts: list[pa.Table] = []
         pending = 0
-        spills = []
+        spills: list[dict[str, Any]] = []
         docs = text_bytes = 0
         for b in read_batches(src, self.input, self.shard.batch_rows, rejects):
             t = self._table(b, src, counter)
@@ -143,10 +143,14 @@ class IngestStep:
             text_bytes += nb
             docs += t.num_rows
             if pending >= spill_bytes:
-                spills.append(self._spill(parts, Path(self.work_dir) / f"f{src.index:06d}-{len(spills):05d}.parquet"))
+                spills.append(
+                    self._spill(parts, Path(self.work_dir) / f"f{src.index:06d}-{len(spills):05d}.parquet")
+                )
                 parts, pending = [], 0
         if parts:
-            spills.append(self._spill(parts, Path(self.work_dir) / f"f{src.index:06d}-{len(spills):05d}.parquet"))
+            spills.append(
+                self._spill(parts, Path(self.work_dir) / f"f{src.index:06d}-{len(spills):05d}.parquet")
+            )
         rej_path = None
         if rejects.rows:
             import json
@@ -181,15 +185,19 @@ class BucketStep:
                 t = pq.ParquetFile(path).read_row_groups(groups)
             except (OSError, pa.ArrowException) as e:
                 raise ShardError(f"bucket {rank}: cannot read spill {path}: {e}") from e
-            keep = pc.and_(pc.greater_equal(t["hkey"], pa.scalar(lo, pa.uint64())),
-                           pc.less_equal(t["hkey"], pa.scalar(hi, pa.uint64())))
+            keep = pc.and_(
+                pc.greater_equal(t["hkey"], pa.scalar(lo, pa.uint64())),
+                pc.less_equal(t["hkey"], pa.scalar(hi, pa.uint64())),
+            )
             parts.append(t.filter(keep))
         table = pa.concat_tables(parts) if parts else SPILL_SCHEMA.empty_table()
         table = table.take(pc.sort_indices(table, [("file_index", "ascending"), ("source_row", "ascending")]))
         n = table.num_rows
         first = (
-            table.select(["id"]).append_column("_i", pa.array(np.arange(n, dtype=np.int64)))
-            .group_by("id", use_threads=False).aggregate([("_i", "min")])
+            table.select(["id"])
+            .append_column("_i", pa.array(np.arange(n, dtype=np.int64)))
+            .group_by("id", use_threads=False)
+            .aggregate([("_i", "min")])
         )
         keep_idx = np.sort(first.column("_i_min").to_numpy())
         mask = np.zeros(n, dtype=bool)
@@ -204,9 +212,15 @@ class BucketStep:
             write_parquet(path, out, row_group_rows=8192, compression_level=self.compression_level)
         domains: dict[str, dict[str, int]] = {}
         if out.num_rows:
-            g = out.group_by("domain").aggregate([("n_tokens", "sum"), ("n_tokens", "count"), ("n_chars", "sum")])
-            for d, tok, cnt, ch in zip(*(g.column(c).to_pylist() for c in
-                                         ("domain", "n_tokens_sum", "n_tokens_count", "n_chars_sum"))):
+            g = out.group_by("domain").aggregate(
+                [("n_tokens", "sum"), ("n_tokens", "count"), ("n_chars", "sum")]
+            )
+            for d, tok, cnt, ch in zip(
+                *(
+                    g.column(c).to_pylist()
+                    for c in ("domain", "n_tokens_sum", "n_tokens_count", "n_chars_sum")
+                )
+            ):
                 domains[d] = {"docs": cnt, "tokens": tok, "chars": ch}
         return {
             "shard": str(path) if out.num_rows else None,
@@ -251,13 +265,17 @@ def run_shard(
         reads = _reads_for(spills, lo, hi)
         btasks.append(Task(f"b{b:05d}", {"lo": lo, "hi": hi, "reads": reads}, int(total_bytes / p)))
     (run_dir / "shards").mkdir(parents=True, exist_ok=True)
-    bucketed = executor.run("shard", BucketStep(str(run_dir / "shards"), shard_cfg.compression_level), btasks, state)
+    bucketed = executor.run(
+        "shard", BucketStep(str(run_dir / "shards"), shard_cfg.compression_level), btasks, state
+    )
     if work.exists():
         shutil.rmtree(work, ignore_errors=True)
     return summarize(ingested, bucketed, run_dir)
 
 
-def summarize(ingested: list[dict[str, Any]], bucketed: list[dict[str, Any]], run_dir: Path) -> dict[str, Any]:
+def summarize(
+    ingested: list[dict[str, Any]], bucketed: list[dict[str, Any]], run_dir: Path
+) -> dict[str, Any]:
     """Per-domain counts and the file lists (paths relative to ``run_dir``)."""
 
     def rel(p: str) -> str:
@@ -293,4 +311,4 @@ def _size(path: str) -> int:
         return 0
 
 
-__all__ = ["SHARD_SCHEMA", "doc_ids", "file_digest", "run_shard", "text_id", "atomic_path"]
+__all__ = ["SHARD_SCHEMA", "atomic_path", "doc_ids", "file_digest", "run_shard", "text_id"]

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -97,7 +97,9 @@ class Scorer(ABC):
 
     def __init__(self, params: Any, target: TargetSet | None = None) -> None:
         if self.needs_target and target is None:
-            raise ConfigError(f"scorer {self.name!r} needs a target set (params: target: {{file|domain|ids}})")
+            raise ConfigError(
+                f"scorer {self.name!r} needs a target set (params: target: {{file|domain|ids}})"
+            )
         self.params = params
         self.target = target
         self._ready = False
@@ -156,7 +158,9 @@ class Scorer(ABC):
         if isinstance(res, pa.Array):
             res = pa.table({"score": res})
         if res.num_rows != batch.num_rows:
-            raise InputError(f"scorer {self.name} returned {res.num_rows} scores for {batch.num_rows} documents")
+            raise InputError(
+                f"scorer {self.name} returned {res.num_rows} scores for {batch.num_rows} documents"
+            )
         score = res.column("score").cast(pa.float64())
         arr = score.to_numpy()
         if np.isnan(arr).any():

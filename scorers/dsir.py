@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+
 import numpy as np
 import pyarrow as pa
 
@@ -109,7 +110,9 @@ class DSIRScorer(Scorer):
             self.setup()
             self._ready = True
         if raw_counts.shape != (self.params.buckets,):
-            raise ConfigError(f"dsir: raw counts have shape {raw_counts.shape}, expected ({self.params.buckets},)")
+            raise ConfigError(
+                f"dsir: raw counts have shape {raw_counts.shape}, expected ({self.params.buckets},)"
+            )
         if raw_counts.sum() == 0:
             raise ConfigError("dsir: the raw pool has no words")
         raw_p = raw_counts / raw_counts.sum()

@@ -36,7 +36,14 @@ def train_classifier(train_file: str | Path, out: str | Path, seed: int = 0, **k
     """Train a supervised fastText model (one thread, so it is deterministic) and save it."""
     import fasttext
 
-    params: dict[str, object] = {"epoch": 10, "wordNgrams": 2, "dim": 32, "minCount": 1, "thread": 1, "seed": seed}
+    params: dict[str, object] = {
+        "epoch": 10,
+        "wordNgrams": 2,
+        "dim": 32,
+        "minCount": 1,
+        "thread": 1,
+        "seed": seed,
+    }
     params.update(kwargs)
     model = fasttext.train_supervised(input=str(train_file), **params)
     model.save_model(str(out))
@@ -77,7 +84,11 @@ class FastTextScorer(Scorer):
         except ValueError as e:
             raise ConfigError(f"fasttext: cannot load model {self.params.model}: {e}") from e
         labels = list(self._model.get_labels())
-        label = self.params.label if self.params.label.startswith("__label__") else f"__label__{self.params.label}"
+        label = (
+            self.params.label
+            if self.params.label.startswith("__label__")
+            else f"__label__{self.params.label}"
+        )
         if label not in labels:
             raise ConfigError(f"fasttext: model {self.params.model} has no label {label!r}; labels: {labels}")
         self._label = label

@@ -28,7 +28,8 @@ class Phase:
 
 
 class Solver(Protocol):
-    Params: type
+    @property
+    def Params(self) -> type: ...  # the dataclass of the solver's params
 
     def __call__(self, domain_tokens: dict[str, int], params: Any, seed: int) -> list[Phase]: ...
 
@@ -80,8 +81,10 @@ class _Fixed:
     def __call__(self, domain_tokens: dict[str, int], params: FixedParams, seed: int) -> list[Phase]:
         unknown = sorted(set(params.weights) - set(domain_tokens))
         if unknown:
-            raise ConfigError(f"mixture.weights names domains {unknown} that the run does not have; "
-                              f"domains: {sorted(domain_tokens)}")
+            raise ConfigError(
+                f"mixture.weights names domains {unknown} that the run does not have; "
+                f"domains: {sorted(domain_tokens)}"
+            )
         w = {d: float(params.weights.get(d, 0.0)) for d in domain_tokens}
         return [Phase(0.0, 1.0, _normalize(w, "fixed"))]
 
@@ -154,23 +157,26 @@ def build_schedule(
             if n and not domain_tokens[d]:
                 raise ConfigError(f"phase {k} gives domain {d!r} {n} tokens but it has no selected tokens")
             used[d] += n
-        out.append({
-            "index": k,
-            "start": ph.start,
-            "end": ph.end,
-            "start_tokens": start_tok,
-            "end_tokens": end_tok,
-            "tokens": end_tok - start_tok,
-            "weights": w,
-            "domain_tokens": alloc,
-            "epochs": {d: (used[d] / domain_tokens[d] if domain_tokens[d] else 0.0) for d in sorted(w)},
-        })
+        out.append(
+            {
+                "index": k,
+                "start": ph.start,
+                "end": ph.end,
+                "start_tokens": start_tok,
+                "end_tokens": end_tok,
+                "tokens": end_tok - start_tok,
+                "weights": w,
+                "domain_tokens": alloc,
+                "epochs": {d: (used[d] / domain_tokens[d] if domain_tokens[d] else 0.0) for d in sorted(w)},
+            }
+        )
     over = {d: used[d] / n for d, n in domain_tokens.items() if n and used[d] / n > max_epochs}
     if over:
         d = max(over, key=lambda k: over[k])
         raise ConfigError(
-            f"the schedule repeats domain {d!r} {over[d]:.2f} times ({used[d]} tokens from {domain_tokens[d]} "
-            f"selected), over manifest.max_epochs={max_epochs}; select more of {d!r}, lower total_tokens, "
+            f"the schedule repeats domain {d!r} {over[d]:.2f} times "
+            f"({used[d]} tokens from {domain_tokens[d]} selected), over manifest.max_epochs={max_epochs}; "
+            f"select more of {d!r}, lower total_tokens, "
             f"or raise max_epochs to {math.ceil(over[d] * 100) / 100}"
         )
     return {

@@ -30,15 +30,20 @@ from assay.errors import ConfigError
 from assay.pipeline.fsutil import write_parquet
 
 SELECTION_SCHEMA = pa.schema(
-    [("id", pa.string()), ("domain", pa.string()), ("n_tokens", pa.int64()),
-     ("score", pa.float64()), ("selected", pa.bool_())]
+    [
+        ("id", pa.string()),
+        ("domain", pa.string()),
+        ("n_tokens", pa.int64()),
+        ("score", pa.float64()),
+        ("selected", pa.bool_()),
+    ]
 )
 
 
 def gumbel_noise(ids: list[str], seed: int) -> np.ndarray:
     """G = -log(-log(u)), u uniform in (0, 1) from XXH3-64(id, seed): independent of order and workers."""
-    u = (np.array([xxhash.xxh3_64_intdigest(i.encode(), seed=seed) for i in ids], dtype=np.uint64) >> np.uint64(11))
-    u = (u.astype(np.float64) + 0.5) / float(1 << 53)
+    bits = np.array([xxhash.xxh3_64_intdigest(i.encode(), seed=seed) for i in ids], dtype=np.uint64)
+    u = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)  # 53 random bits, never 0 or 1
     return -np.log(-np.log(u))
 
 
@@ -65,8 +70,10 @@ def select_documents(
         if not score_files:
             raise ConfigError(f"select.by {cfg.by!r}: no score files under {run_dir / 'scores' / cfg.by}")
         con.register("scores_src", con.read_parquet(score_files).select("id, score"))
-        con.sql("CREATE TEMP TABLE cand AS SELECT d.id, d.domain, d.n_tokens, s.score "
-                    "FROM docs_src d LEFT JOIN scores_src s USING (id)")
+        con.sql(
+            "CREATE TEMP TABLE cand AS SELECT d.id, d.domain, d.n_tokens, s.score "
+            "FROM docs_src d LEFT JOIN scores_src s USING (id)"
+        )
         missing = con.sql("SELECT count(*) FROM cand WHERE score IS NULL").fetchall()[0]
         if missing and missing[0]:
             raise ConfigError(f"select.by {cfg.by!r}: {missing[0]} documents have no score")
@@ -81,8 +88,10 @@ def select_documents(
         ids = con.sql("SELECT id FROM cand ORDER BY id").fetchnumpy()["id"].tolist()
         noise = gumbel_noise(ids, seed)
         con.register("noise", pa.table({"id": ids, "g": noise}))
-        con.sql(f"CREATE TEMP TABLE ranked AS SELECT c.*, {sign} * (c.score / {cfg.temperature!r} + n.g) "
-                    "AS key FROM cand c JOIN noise n USING (id)")
+        con.sql(
+            f"CREATE TEMP TABLE ranked AS SELECT c.*, {sign} * (c.score / {cfg.temperature!r} + n.g) "
+            "AS key FROM cand c JOIN noise n USING (id)"
+        )
     else:
         con.sql(f"CREATE TEMP TABLE ranked AS SELECT *, {sign} * score AS key FROM cand")
     domain_tokens = dict(
@@ -102,17 +111,23 @@ def select_documents(
         )
     elif cfg.method == "threshold":
         op = "<=" if cfg.ascending else ">="
-        con.sql(f"CREATE TEMP TABLE sel AS SELECT id, domain, n_tokens, score, "
-                    f"(eligible AND score {op} {float(cfg.threshold or 0)!r}) AS selected FROM ranked")
+        con.sql(
+            f"CREATE TEMP TABLE sel AS SELECT id, domain, n_tokens, score, "
+            f"(eligible AND score {op} {float(cfg.threshold or 0)!r}) AS selected FROM ranked"
+        )
         budgets = {}
     else:
-        con.sql("CREATE TEMP TABLE sel AS SELECT id, domain, n_tokens, score, eligible AS selected FROM ranked")
+        con.sql(
+            "CREATE TEMP TABLE sel AS SELECT id, domain, n_tokens, score, eligible AS selected FROM ranked"
+        )
         budgets = {}
     out_dir = run_dir / "selection"
     summary: dict[str, Any] = {}
     for i, dom in enumerate(all_domains):
-        t = con.sql("SELECT id, domain, n_tokens, score, selected FROM sel WHERE domain = $d ORDER BY id",
-                    params={"d": dom}).to_arrow_table()
+        t = con.sql(
+            "SELECT id, domain, n_tokens, score, selected FROM sel WHERE domain = $d ORDER BY id",
+            params={"d": dom},
+        ).to_arrow_table()
         t = t.cast(SELECTION_SCHEMA)
         rel = f"selection/{i:05d}.parquet"
         write_parquet(out_dir / f"{i:05d}.parquet", t, row_group_rows=65536)
@@ -121,8 +136,11 @@ def select_documents(
             "file": rel,
             "docs": t.num_rows,
             "tokens": int(pa.compute.sum(t.column("n_tokens")).as_py() or 0),
-            "excluded_targets": int(con.sql(
-                "SELECT count(*) FROM ranked WHERE domain = $d AND NOT eligible", params={"d": dom}).fetchall()[0][0]),  # type: ignore[index]
+            "excluded_targets": int(
+                con.sql(
+                    "SELECT count(*) FROM ranked WHERE domain = $d AND NOT eligible", params={"d": dom}
+                ).fetchall()[0][0]
+            ),  # type: ignore[index]
             "selected_docs": sel.num_rows,
             "selected_tokens": int(pa.compute.sum(sel.column("n_tokens")).as_py() or 0),
             "budget_tokens": budgets.get(dom, budgets.get("*")) if budgets else None,

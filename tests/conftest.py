@@ -58,7 +58,9 @@ def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "corpus"
     write_jsonl(root / "prose" / "a.jsonl", [{"text": t} for t in PROSE[:4]])
     write_jsonl(root / "prose" / "b.jsonl.gz", [{"text": t} for t in PROSE[2:]], compress="gz")  # 2 dups
-    write_jsonl(root / "code" / "a.jsonl.zst", [{"text": t} for t in CODE + CODE[:1]], compress="zst")  # 1 dup
+    write_jsonl(
+        root / "code" / "a.jsonl.zst", [{"text": t} for t in CODE + CODE[:1]], compress="zst"
+    )  # 1 dup
     return root
 
 

@@ -38,7 +38,9 @@ def test_unknown_nested_key(tmp_path: Path) -> None:
 
 def test_unknown_scorer_param(tmp_path: Path) -> None:
     p = write(tmp_path, {**BASE, "scorers": [{"name": "compression", "levle": 3, "target": {"domain": "a"}}]})
-    with pytest.raises(ConfigError, match=r"unknown key 'levle' in scorers\[0\] \(compression\) in .*c\.yaml"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'levle' in scorers\[0\] \(compression\) in .*c\.yaml"
+    ):
         load_config(p)
 
 
@@ -65,7 +67,10 @@ def test_unknown_solver(tmp_path: Path) -> None:
         ({**BASE, "select": {"budget": {"tokens": 5, "fraction": 0.1}}}, r"give exactly one of fraction"),
         ({**BASE, "select": {"budget": {"fraction": 1.5}}}, r"budget\.fraction must be in \(0, 1\]"),
         ({"shard": {}}, r"input in .*: required key is missing"),
-        ({**BASE, "input": {"paths": ["x"], "domain": {"path_pattern": "*.jsonl"}}}, r"must contain '\{domain\}'"),
+        (
+            {**BASE, "input": {"paths": ["x"], "domain": {"path_pattern": "*.jsonl"}}},
+            r"must contain '\{domain\}'",
+        ),
     ],
 )
 def test_bad_values(tmp_path: Path, data: object, msg: str) -> None:

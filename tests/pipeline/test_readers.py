@@ -6,11 +6,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import PROSE, write_jsonl
 
 from assay.config import DomainConfig, InputConfig
 from assay.errors import InputError
 from assay.pipeline.readers import Rejects, expand_inputs, read_batches
+from conftest import PROSE, write_jsonl
 
 
 def read_all(cfg: InputConfig) -> tuple[list[tuple[str, str, int]], Rejects]:
@@ -33,8 +33,11 @@ def test_jsonl_variants(tmp_path: Path, compress: str | None) -> None:
 def test_parquet_and_domain_from_path(tmp_path: Path) -> None:
     (tmp_path / "news").mkdir()
     pq.write_table(pa.table({"content": PROSE[:3]}), tmp_path / "news" / "part-0.parquet")
-    cfg = InputConfig(paths=[str(tmp_path / "*" / "*.parquet")], text_field="content",
-                      domain=DomainConfig(path_pattern="{domain}/part-*.parquet"))
+    cfg = InputConfig(
+        paths=[str(tmp_path / "*" / "*.parquet")],
+        text_field="content",
+        domain=DomainConfig(path_pattern="{domain}/part-*.parquet"),
+    )
     rows, _ = read_all(cfg)
     assert [(d, r) for _, d, r in rows] == [("news", 0), ("news", 1), ("news", 2)]
 
@@ -84,7 +87,10 @@ def test_skip_policy_collects_rejects(tmp_path: Path) -> None:
     rows, rejects = read_all(InputConfig(paths=[str(p)], on_error="skip"))
     assert [t for t, _, _ in rows] == ["ok", "fine"]
     assert [(r["row"], r["reason"].split(":")[0]) for r in rejects.rows] == [
-        (1, "field 'text' is int, expected a string"), (2, "malformed JSON"), (3, "invalid UTF-8 at byte 10")]
+        (1, "field 'text' is int, expected a string"),
+        (2, "malformed JSON"),
+        (3, "invalid UTF-8 at byte 10"),
+    ]
 
 
 def test_parquet_null_and_wrong_type(tmp_path: Path) -> None:
@@ -112,8 +118,14 @@ def test_empty_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"e\.jsonl: file is empty"):
         read_all(InputConfig(paths=[str(tmp_path / "e.jsonl")]))
     _, rej = read_all(InputConfig(paths=[str(tmp_path / "e.jsonl")], on_error="skip"))
-    assert rej.rows == [{"source": str(tmp_path / "e.jsonl"), "row": None, "reason": "file is empty (no records)",
-                         "domain": None}]
+    assert rej.rows == [
+        {
+            "source": str(tmp_path / "e.jsonl"),
+            "row": None,
+            "reason": "file is empty (no records)",
+            "domain": None,
+        }
+    ]
 
 
 def test_missing_and_unreadable_paths(tmp_path: Path) -> None:

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import REPO, SAMPLE, make_config, tree_bytes
 
 from assay.cli import main
 from assay.config import load_config
 from assay.errors import ConfigError, RunStateError
 from assay.pipeline.run import run_select
+from conftest import REPO, SAMPLE, make_config, tree_bytes
 
 ASSAY = str(Path(sys.executable).parent / "assay")
 
@@ -84,28 +84,47 @@ def test_cli_select_stats_query(tmp_path: Path, corpus: Path) -> None:
     assert "manifest written" in res.output
     res = runner.invoke(main, ["stats", str(tmp_path / "run")])
     assert res.exit_code == 0 and "prose" in res.output and "length_mean" in res.output
-    out = subprocess.run([ASSAY, "query", str(tmp_path / "run"), "SELECT count(*) AS n FROM docs"],
-                         capture_output=True, text=True, check=True, cwd=tmp_path)
+    out = subprocess.run(
+        [ASSAY, "query", str(tmp_path / "run"), "SELECT count(*) AS n FROM docs"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
     assert "12" in out.stdout
 
 
 def test_cli_errors_are_clear_and_write_nothing(tmp_path: Path, corpus: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"input": {"paths": [str(corpus)]}, "selec": {}}))
-    out = subprocess.run([ASSAY, "select", "--config", str(bad), "--out", str(tmp_path / "r1")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [ASSAY, "select", "--config", str(bad), "--out", str(tmp_path / "r1")], capture_output=True, text=True
+    )
     assert out.returncode == 2
     assert "error: unknown key 'selec' in" in out.stderr and "bad.yaml" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "r1").exists()
     (tmp_path / "afile").write_text("x")
-    out = subprocess.run([ASSAY, "select", "--config", str(make_config(tmp_path, corpus)),
-                          "--out", str(tmp_path / "afile" / "run")], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            ASSAY,
+            "select",
+            "--config",
+            str(make_config(tmp_path, corpus)),
+            "--out",
+            str(tmp_path / "afile" / "run"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0 and "is not writable" in out.stderr and "afile" in out.stderr
     bad_input = tmp_path / "in.jsonl"
     bad_input.write_text('{"text": "fine"}\n{"text": null}\n')
     cfg = make_config(tmp_path, corpus, input={"paths": [str(bad_input)]})
-    out = subprocess.run([ASSAY, "select", "--config", str(cfg), "--out", str(tmp_path / "r2"),
-                          "--executor", "local"], capture_output=True, text=True)
+    out = subprocess.run(
+        [ASSAY, "select", "--config", str(cfg), "--out", str(tmp_path / "r2"), "--executor", "local"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 3, out.stderr
     assert "in.jsonl, line 2: field 'text' is NoneType, expected a string" in out.stderr
     assert not (tmp_path / "r2" / "manifest.json").exists() and not list((tmp_path / "r2").rglob("*.parquet"))
@@ -114,8 +133,9 @@ def test_cli_errors_are_clear_and_write_nothing(tmp_path: Path, corpus: Path) ->
 def test_cli_skip_policy_reports_rejects(tmp_path: Path, corpus: Path) -> None:
     bad_input = tmp_path / "in.jsonl"
     bad_input.write_text('{"text": "fine text here"}\n{"text": 3}\nnot json\n{"text": "more text"}\n')
-    cfg = make_config(tmp_path, corpus, input={"paths": [str(bad_input)], "on_error": "skip"},
-                      select={"method": "all"})
+    cfg = make_config(
+        tmp_path, corpus, input={"paths": [str(bad_input)], "on_error": "skip"}, select={"method": "all"}
+    )
     res = CliRunner().invoke(main, ["select", "--config", str(cfg), "--out", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
@@ -130,7 +150,9 @@ def test_cli_skip_policy_reports_rejects(tmp_path: Path, corpus: Path) -> None:
 
 def test_nothing_selected_is_a_clear_error(tmp_path: Path, corpus: Path, local_executor: Any) -> None:
     cfg = load_config(make_config(tmp_path, corpus, select={"by": "length", "budget": {"fraction": 0.001}}))
-    with pytest.raises(ConfigError, match=r"no document was selected .*token budgets \{'code': 0, 'prose': 0\}"):
+    with pytest.raises(
+        ConfigError, match=r"no document was selected .*token budgets \{'code': 0, 'prose': 0\}"
+    ):
         run_select(cfg, tmp_path / "run", local_executor)
     assert not (tmp_path / "run" / "manifest.json").exists()
 
@@ -139,8 +161,10 @@ def _kill_config(tmp_path: Path) -> Path:
     cfg = {
         "input": {"paths": [str(SAMPLE / "*.jsonl.zst")], "domain": {"path_pattern": "{domain}.jsonl.zst"}},
         "shard": {"target_mb": 0.3},
-        "scorers": [{"name": "compression", "target": {"domain": "code-python", "sample": 8}},
-                    {"name": "dsir", "target": {"domain": "code-python"}}],
+        "scorers": [
+            {"name": "compression", "target": {"domain": "code-python", "sample": 8}},
+            {"name": "dsir", "target": {"domain": "code-python"}},
+        ],
         "select": {"method": "gumbel", "by": "dsir", "budget": {"fraction": 0.2}},
         "mixture": {"solver": "temperature", "temperature": 3.0},
         "seed": 11,
@@ -152,8 +176,12 @@ def _kill_config(tmp_path: Path) -> Path:
 
 def _run_until(cfg: Path, run: Path, stage: str, n: int) -> None:
     """Start `assay select` on Ray and SIGKILL its whole process group once ``n`` tasks of ``stage`` are done."""
-    proc = subprocess.Popen([ASSAY, "-q", "select", "--config", str(cfg), "--out", str(run), "--workers", "2"],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [ASSAY, "-q", "select", "--config", str(cfg), "--out", str(run), "--workers", "2"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -170,16 +198,22 @@ def _run_until(cfg: Path, run: Path, stage: str, n: int) -> None:
 def test_sigkill_then_rerun_is_byte_identical(tmp_path: Path) -> None:
     cfg = _kill_config(tmp_path)
     ref = tmp_path / "ref"
-    subprocess.run([ASSAY, "-q", "select", "--config", str(cfg), "--out", str(ref), "--executor", "local"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [ASSAY, "-q", "select", "--config", str(cfg), "--out", str(ref), "--executor", "local"],
+        check=True,
+        capture_output=True,
+    )
     run = tmp_path / "killed"
     _run_until(cfg, run, "ingest", 1)  # killed while sharding
     assert not (run / "manifest.json").exists()
     _run_until(cfg, run, "score", 3)  # resumed, then killed again while scoring
     assert not (run / "manifest.json").exists()
     done = len(list((run / "_state" / "score").glob("*.done")))
-    subprocess.run([ASSAY, "-q", "select", "--config", str(cfg), "--out", str(run), "--workers", "2"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [ASSAY, "-q", "select", "--config", str(cfg), "--out", str(run), "--workers", "2"],
+        check=True,
+        capture_output=True,
+    )
     assert done >= 3
     assert not list(run.rglob("*.tmp")), "a temp file survived"
     assert tree_bytes(run) == tree_bytes(ref)
@@ -187,8 +221,17 @@ def test_sigkill_then_rerun_is_byte_identical(tmp_path: Path) -> None:
 
 def test_packaging_does_not_shadow_stdlib() -> None:
     """`selectors` at the repo root must not shadow the standard library's (subprocess imports it)."""
-    out = subprocess.run([sys.executable, "-c", "import selectors, subprocess, assay.selectors.select as s; "
-                          "print(selectors.__file__); print(s.__name__)"],
-                         cwd=REPO, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import selectors, subprocess, assay.selectors.select as s; "
+            "print(selectors.__file__); print(s.__name__)",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stdlib, name = out.stdout.split()
     assert not stdlib.startswith(str(REPO)) and name == "assay.selectors.select"

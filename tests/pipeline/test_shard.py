@@ -7,12 +7,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import xxhash
-from conftest import CODE, PROSE, tree_bytes, write_jsonl
 
 from assay.config import DomainConfig, InputConfig, ShardConfig
 from assay.errors import InputError
 from assay.pipeline.shard import SHARD_SCHEMA, doc_ids, run_shard, text_id
 from assay.pipeline.tokenize import get_counter
+from conftest import CODE, PROSE, tree_bytes, write_jsonl
 
 
 def shard_cfg(corpus: Path) -> InputConfig:
@@ -71,8 +71,12 @@ def test_dedup_across_workers_on_ray(tmp_path: Path, ray_executor: Any) -> None:
     root = tmp_path / "c"
     for i in range(6):
         write_jsonl(root / f"f{i}.jsonl", [{"text": t} for t in (PROSE[:5] if i % 2 else PROSE[:5][::-1])])
-    stats = run_shard(InputConfig(paths=[str(root / "*.jsonl")]), ShardConfig(target_mb=0.0003),
-                      tmp_path / "run", ray_executor)
+    stats = run_shard(
+        InputConfig(paths=[str(root / "*.jsonl")]),
+        ShardConfig(target_mb=0.0003),
+        tmp_path / "run",
+        ray_executor,
+    )
     rows = read_shards(tmp_path / "run")
     assert sorted(r["text"] for r in rows) == sorted(PROSE[:5])
     assert all(r["source"].endswith("f0.jsonl") for r in rows)
@@ -92,7 +96,9 @@ def test_rerun_skips_done_tasks(tmp_path: Path, corpus: Path, local_executor: An
 def test_no_documents_at_all(tmp_path: Path, local_executor: Any) -> None:
     p = write_jsonl(tmp_path / "d.jsonl", ['{"x": 1}'])
     with pytest.raises(InputError, match=r"no documents were read"):
-        run_shard(InputConfig(paths=[str(p)], on_error="skip"), ShardConfig(), tmp_path / "run", local_executor)
+        run_shard(
+            InputConfig(paths=[str(p)], on_error="skip"), ShardConfig(), tmp_path / "run", local_executor
+        )
     assert (tmp_path / "run" / "rejects" / "f000000.jsonl").exists()
 
 
