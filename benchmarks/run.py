@@ -85,14 +85,17 @@ def bench_shard(dev: Path) -> None:
             t_ray, _ = timed(lambda: ours(Path(tempfile.mkdtemp(dir=d)), ray), repeat=2)
         finally:
             ray.close()
-    report("shard", {
-        "corpus text MB": round(text_mb, 1),
-        "pyarrow read+write MB/s (1 process)": text_mb / t_plain,
-        "assay shard local MB/s (1 process)": text_mb / t_local,
-        "assay shard ray MB/s (2 workers)": text_mb / t_ray,
-        "ratio local / pyarrow (goal >= 0.7)": t_plain / t_local,
-        "ratio ray / pyarrow (goal >= 0.7)": t_plain / t_ray,
-    })
+    report(
+        "shard",
+        {
+            "corpus text MB": round(text_mb, 1),
+            "pyarrow read+write MB/s (1 process)": text_mb / t_plain,
+            "assay shard local MB/s (1 process)": text_mb / t_local,
+            "assay shard ray MB/s (2 workers)": text_mb / t_ray,
+            "ratio local / pyarrow (goal >= 0.7)": t_plain / t_local,
+            "ratio ray / pyarrow (goal >= 0.7)": t_plain / t_ray,
+        },
+    )
 
 
 # --------------------------------------------------------------------------- peak RSS vs corpus size
@@ -138,8 +141,12 @@ def bench_rss(dev: Path, sizes: tuple[int, ...] = (250, 1000, 3000)) -> None:
             src = Path(d) / f"in{mb}"
             _make_big(dev, src, mb)
             t0 = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(src), str(Path(d) / f"run{mb}")],
-                                 check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, "-c", RSS_CHILD, str(src), str(Path(d) / f"run{mb}")],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             secs = time.perf_counter() - t0
             rows[f"{mb} MB text: peak RSS MB"] = int(out.stdout.split()[-1]) / 1024
             rows[f"{mb} MB text: MB/s"] = mb / secs
@@ -174,7 +181,9 @@ def bench_compression(dev: Path, per_domain: int = 20, n_targets: int = 50) -> N
         def c(x: str) -> int:
             return len(gzip.compress(x.encode("utf-8"), compresslevel=9))
 
-        return [float(np.mean([1 - (c(s + t) - min(c(s), c(t))) / max(c(s), c(t)) for t in target])) for s in pool]
+        return [
+            float(np.mean([1 - (c(s + t) - min(c(s), c(t))) / max(c(s), c(t)) for t in target])) for s in pool
+        ]
 
     ts = TargetSet(tuple(f"t{i:04d}" for i in range(len(target))), tuple(target))
     table = pa.table({"id": [str(i) for i in range(len(pool))], "text": pool})
@@ -188,17 +197,20 @@ def bench_compression(dev: Path, per_domain: int = 20, n_targets: int = 50) -> N
     t_fast, fast = timed(lambda: ours("fast"), repeat=3)
     k = max(1, len(pool) // 10)
     top = lambda v: set(np.argsort(-np.asarray(v))[:k].tolist())  # noqa: E731
-    report("compression", {
-        "pool docs / targets": f"{len(pool)} / {len(target)} (target: code-python, 10 domains)",
-        "exact == straightforward (max abs diff)": float(np.abs(exact - np.asarray(ref)).max()),
-        "straightforward docs/s": len(pool) / t_ref,
-        "exact docs/s (2 threads)": len(pool) / t_exact,
-        "fast docs/s (2 threads)": len(pool) / t_fast,
-        "exact speedup (goal >= 1.5)": t_ref / t_exact,
-        "fast speedup (goal >= 50)": t_ref / t_fast,
-        "fast vs exact Spearman (goal >= 0.9)": float(spearmanr(fast, exact).statistic),
-        "fast vs exact top-10% overlap": len(top(fast) & top(exact)) / k,
-    })
+    report(
+        "compression",
+        {
+            "pool docs / targets": f"{len(pool)} / {len(target)} (target: code-python, 10 domains)",
+            "exact == straightforward (max abs diff)": float(np.abs(exact - np.asarray(ref)).max()),
+            "straightforward docs/s": len(pool) / t_ref,
+            "exact docs/s (2 threads)": len(pool) / t_exact,
+            "fast docs/s (2 threads)": len(pool) / t_fast,
+            "exact speedup (goal >= 1.5)": t_ref / t_exact,
+            "fast speedup (goal >= 50)": t_ref / t_fast,
+            "fast vs exact Spearman (goal >= 0.9)": float(spearmanr(fast, exact).statistic),
+            "fast vs exact top-10% overlap": len(top(fast) & top(exact)) / k,
+        },
+    )
 
 
 # --------------------------------------------------------------------------- DSIR
@@ -221,36 +233,49 @@ def bench_dsir(dev: Path, per_domain: int = 300) -> None:
                 f.writelines(json.dumps({"text": t}) + "\n" for t in texts)
 
         def package() -> np.ndarray:
-            ds = data_selection.HashedNgramDSIR([f"{d}/pool.jsonl"], [f"{d}/target.jsonl"],
-                                                cache_dir=f"{d}/cache", num_proc=2, num_buckets=10000)
+            ds = data_selection.HashedNgramDSIR(
+                [f"{d}/pool.jsonl"],
+                [f"{d}/target.jsonl"],
+                cache_dir=f"{d}/cache",
+                num_proc=2,
+                num_buckets=10000,
+            )
             ds.fit_importance_estimator(num_tokens_to_fit="all")
             ds.compute_importance_weights()
-            parts = sorted((Path(d) / "cache" / "log_importance_weights").glob("*.npy"), key=lambda p: int(p.stem))
+            parts = sorted(
+                (Path(d) / "cache" / "log_importance_weights").glob("*.npy"), key=lambda p: int(p.stem)
+            )
             # num_proc=2 shards each file round-robin: shard k holds rows k, k+2, ...
             out = np.empty(len(pool))
             for k, p in enumerate(parts):
-                out[k::len(parts)] = np.load(p)
+                out[k :: len(parts)] = np.load(p)
             return out
 
         def ours() -> np.ndarray:
             ts = TargetSet(tuple(f"t{i:05d}" for i in range(len(target))), tuple(target))
             s = DSIRScorer(DSIRParams(target=TargetSpec(ids=["x"])), ts)
             half = len(pool) // 2
-            state = s.fit_partial(pa.table({"text": pool[:half]})) + s.fit_partial(pa.table({"text": pool[half:]}))
+            state = s.fit_partial(pa.table({"text": pool[:half]})) + s.fit_partial(
+                pa.table({"text": pool[half:]})
+            )
             s.set_fitted(state)
             return s.score_table(pa.table({"id": [str(i) for i in range(len(pool))], "text": pool}))[0][
-                "score"].to_numpy()
+                "score"
+            ].to_numpy()
 
         t_pkg, ref = timed(package)
         t_ours, mine = timed(ours)  # a new scorer, so a cold feature-hash cache, as in a fresh worker
-    report("dsir", {
-        "pool docs / target docs": f"{len(pool)} / {len(target)}",
-        "data-selection docs/s (num_proc=2)": len(pool) / t_pkg,
-        "assay dsir docs/s (1 process)": len(pool) / t_ours,
-        "speedup (goal >= 3)": t_pkg / t_ours,
-        "Spearman vs package (goal >= 0.99)": float(spearmanr(mine, ref).statistic),
-        "max abs diff": float(np.abs(mine - ref).max()),
-    })
+    report(
+        "dsir",
+        {
+            "pool docs / target docs": f"{len(pool)} / {len(target)}",
+            "data-selection docs/s (num_proc=2)": len(pool) / t_pkg,
+            "assay dsir docs/s (1 process)": len(pool) / t_ours,
+            "speedup (goal >= 3)": t_pkg / t_ours,
+            "Spearman vs package (goal >= 0.99)": float(spearmanr(mine, ref).statistic),
+            "max abs diff": float(np.abs(mine - ref).max()),
+        },
+    )
 
 
 # --------------------------------------------------------------------------- fastText
@@ -278,31 +303,44 @@ def bench_fasttext(dev: Path) -> None:
 
         t_raw, _ = timed(raw, repeat=3)
         t_ours, _ = timed(lambda: scorer.score_table(table, batch_rows=1024), repeat=3)
-    report("fasttext", {
-        "docs": len(texts),
-        "fastText batch predict docs/s": len(texts) / t_raw,
-        "assay fasttext docs/s": len(texts) / t_ours,
-        "ratio (goal >= 0.8)": t_raw / t_ours,
-    })
+    report(
+        "fasttext",
+        {
+            "docs": len(texts),
+            "fastText batch predict docs/s": len(texts) / t_raw,
+            "assay fasttext docs/s": len(texts) / t_ours,
+            "ratio (goal >= 0.8)": t_raw / t_ours,
+        },
+    )
 
 
-BENCHES = {"shard": bench_shard, "rss": bench_rss, "compression": bench_compression, "dsir": bench_dsir,
-           "fasttext": bench_fasttext}
+BENCHES = {
+    "shard": bench_shard,
+    "rss": bench_rss,
+    "compression": bench_compression,
+    "dsir": bench_dsir,
+    "fasttext": bench_fasttext,
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dev", default=str(DEFAULT_DEV), help="the dev corpus folder (Parquet per domain)")
-    ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ", ".join(BENCHES))
+    ap.add_argument(
+        "--only", default=",".join(BENCHES), help="comma-separated subset of " + ", ".join(BENCHES)
+    )
     args = ap.parse_args()
     dev = Path(args.dev)
     if not dev.is_dir() or not list(dev.glob("*.parquet")):
         sys.exit(f"benchmarks: the dev corpus is missing: {dev} has no *.parquet (pass --dev PATH)")
     os.environ.setdefault("ASSAY_NO_BAR", "1")
-    print(f"assay benchmarks on {dev} ({os.cpu_count()} cores, peak RSS of this process is reported per bench)")
+    print(
+        f"assay benchmarks on {dev} ({os.cpu_count()} cores, peak RSS of this process is reported per bench)"
+    )
     for name in args.only.split(","):
         BENCHES[name.strip()](dev)
-    print(f"\nmax RSS of the benchmark process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nmax RSS of the benchmark process: {rss_mb:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def projection_block(
 class Projector(ABC):
     """Projects (B, P) gradients to (B, K)."""
 
-    def __init__(self, in_dim: int, out_dim: int, seed: int = 0, kind: Kind = "rademacher", block: int = 8192):
+    def __init__(
+        self, in_dim: int, out_dim: int, seed: int = 0, kind: Kind = "rademacher", block: int = 8192
+    ):
         if in_dim < 1 or out_dim < 1:
             raise ConfigError(f"projector dimensions must be >= 1, got {in_dim} -> {out_dim}")
         self.in_dim, self.out_dim, self.seed, self.kind, self.block = in_dim, out_dim, seed, kind, block
@@ -78,7 +80,9 @@ class BlockProjector(Projector):
         out = torch.zeros(grads.shape[0], self.out_dim, device=grads.device, dtype=grads.dtype)  # (B, K)
         for b, start in enumerate(range(0, self.in_dim, self.block)):
             rows = min(self.block, self.in_dim - start)
-            m = projection_block(self.seed, b, rows, self.out_dim, self.kind, grads.device, grads.dtype)  # (r, K)
+            m = projection_block(
+                self.seed, b, rows, self.out_dim, self.kind, grads.device, grads.dtype
+            )  # (r, K)
             out.addmm_(grads[:, start : start + rows], m)  # (B, r) @ (r, K)
         return out
 

@@ -22,7 +22,9 @@ def test_reference_is_the_matrix_product_and_seeded() -> None:
     m = d.matrix(torch.device("cpu"), torch.float64)
     assert m.shape == (50, 8) and set(m.mul(8**0.5).round().unique().tolist()) == {-1.0, 1.0}
     assert torch.equal(d.project(g), g @ m)
-    assert not torch.equal(m, DenseProjector(50, 8, seed=1, block=16).matrix(torch.device("cpu"), torch.float64))
+    assert not torch.equal(
+        m, DenseProjector(50, 8, seed=1, block=16).matrix(torch.device("cpu"), torch.float64)
+    )
 
 
 def test_preserves_inner_products_approximately() -> None:
