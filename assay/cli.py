@@ -178,6 +178,83 @@ def score(
 
 
 @main.command()
+@click.option("--model", required=True, help="An assay model directory, or hf:<local dir>.")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--name", default="loss", show_default=True, help="Score name: RUN/scores/<name>/.")
+@click.option("--stride", type=int, help="Window stride in tokens for long documents (default: context).")
+@exec_options
+@_handle_errors
+def loss(
+    model: str,
+    run_dir: str,
+    name: str,
+    stride: int | None,
+    executor: str | None,
+    workers: int | None,
+    address: str | None,
+) -> None:
+    """Per-document loss (nll, tokens, chars, bits per char) of every document of a run."""
+    from assay.pipeline.score import score_run_with
+
+    params = {"model": model, **({"stride": stride} if stride else {})}
+    out = score_run_with(Path(run_dir), name, "loss", params, executor or "ray", workers, address)
+    click.echo(f"per-document loss written: {out}")
+
+
+@main.command("train")
+@click.option("--manifest", "manifest_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Model and checkpoint folder.")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="YAML: model / train sections."
+)
+@click.option("--tokens", type=int, help="Training budget in model tokens (default: the stream, one epoch).")
+@_handle_errors
+def train_cmd(manifest_path: str, out: str, config_path: str | None, tokens: int | None) -> None:
+    """Train the built-in proxy model on a manifest's stream (resumes from OUT's checkpoints)."""
+    from assay.pipeline.evaluate import train_on_manifest
+
+    info = train_on_manifest(Path(manifest_path), Path(out), config_path, tokens)
+    click.echo(
+        f"trained {info['steps']} steps ({info['tokens']:,} tokens), "
+        f"last loss {info['train_loss_last']:.4f}; model: {Path(out) / 'model'}"
+    )
+
+
+@main.command("eval")
+@click.option("--manifest", "manifests", multiple=True, required=True, type=click.Path(dir_okay=False))
+@click.option("--target", required=True, help="domain:NAME (the run's held-out target docs) or file:PATH.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for eval.json/.md/.png.")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="YAML: model, train, baselines..."
+)
+@click.option("--tokens", type=int, help="Training budget per stream in model tokens.")
+@click.option(
+    "--baselines", default="random,natural", show_default=True, help="Comma-separated; '' for none."
+)
+@_handle_errors
+def eval_cmd(
+    manifests: tuple[str, ...],
+    target: str,
+    out: str,
+    config_path: str | None,
+    tokens: int | None,
+    baselines: str,
+) -> None:
+    """Train a fresh proxy on each manifest's stream and on baselines; report held-out target loss."""
+    from dataclasses import replace as dc_replace
+
+    from assay.pipeline.evaluate import evaluate, load_eval_config
+
+    cfg = load_eval_config(config_path)
+    cfg = dc_replace(cfg, baselines=[b for b in baselines.split(",") if b])
+    if tokens:
+        cfg = dc_replace(cfg, train=dc_replace(cfg.train, tokens=tokens))
+    evaluate([Path(m) for m in manifests], target, cfg, Path(out))
+    click.echo((Path(out) / "eval.md").read_text())
+    click.echo(f"plot: {Path(out) / 'eval.png'}")
+
+
+@main.command()
 def scorers() -> None:
     """List the registered scorers."""
     from assay.scorers.base import get_scorer_class, scorer_names

@@ -55,8 +55,8 @@ def write_json(target: str | Path, obj: Any) -> None:
 
 
 def write_npy(target: str | Path, arr: np.ndarray) -> None:
-    with atomic_path(target) as tmp:
-        np.save(tmp, arr, allow_pickle=False)
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:  # a file object: np.save(path) appends .npy
+        np.save(f, arr, allow_pickle=False)
 
 
 def read_json(path: str | Path) -> Any:

@@ -123,7 +123,12 @@ def resolve_target(
 
 
 def run_score(
-    scorers: list[ScorerConfig], shards: list[str], run_dir: Path, executor: Executor, source: str
+    scorers: list[ScorerConfig],
+    shards: list[str],
+    run_dir: Path,
+    executor: Executor,
+    source: str,
+    out_name: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score every shard with every scorer; returns per-scorer provenance (also ``_meta.json``)."""
     if not scorers:
@@ -136,7 +141,8 @@ def run_score(
         where = f"scorers[{i}] ({sc.name}) in {source}"
         cls = get_scorer_class(sc.name, where=where)
         params = parse_params(cls, sc.params, source=where)
-        out_dir = run_dir / "scores" / sc.name
+        key = out_name if out_name and len(scorers) == 1 else sc.name
+        out_dir = run_dir / "scores" / key
         target = resolve_target(target_spec_of(params), docs, where) if cls.needs_target else None
         target_path = None
         if target is not None:
@@ -144,8 +150,8 @@ def run_score(
             write_parquet(target_path, target.to_table())
         scorer = cls(params, target)
         scorer.setup()  # fail on a bad model, label or target here, before any task starts
-        metas[sc.name] = scorer.describe()
-        jobs[sc.name] = ScorerJob(sc.name, sc.params, sc.batch_rows, target_path, str(out_dir))
+        metas[key] = scorer.describe()
+        jobs[key] = ScorerJob(sc.name, sc.params, sc.batch_rows, target_path, str(out_dir))
     con.close()
     fitting = [n for n, j in jobs.items() if get_scorer_class(j.name).needs_fit]
     if fitting:
@@ -229,3 +235,33 @@ def score_file(
         if writer is None:
             raise InputError(f"no documents to score in {input_cfg.paths}")
     return {"docs": n, "out": str(out), "scorer": scorer.describe()}
+
+
+def score_run_with(
+    run_dir: Path,
+    name: str,
+    scorer: str,
+    params: dict[str, Any],
+    executor: str,
+    workers: int | None,
+    address: str | None,
+) -> Path:
+    """Score an existing run's shards with one more scorer into ``RUN/scores/<name>/`` (the run's
+    config is not changed), and refresh the catalog."""
+    from assay.pipeline.catalog import build_catalog
+    from assay.pipeline.executor import make_executor
+    from assay.pipeline.fsutil import read_json
+
+    stats = run_dir / "stats" / "shard.json"
+    if not stats.is_file():
+        raise InputError(f"{run_dir} is not a run directory (no stats/shard.json); run `assay select` first")
+    shards = [str(run_dir / s) for s in read_json(stats)["shards"]]
+    ex = make_executor(executor, workers, address)
+    try:
+        run_score(
+            [ScorerConfig(name=scorer, params=params)], shards, run_dir, ex, f"assay {scorer}", out_name=name
+        )
+    finally:
+        ex.close()
+    build_catalog(run_dir)
+    return run_dir / "scores" / name

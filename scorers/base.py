@@ -25,7 +25,7 @@ from assay.registry import Registry
 from assay.typed import from_dict, to_dict
 
 SCORERS: Registry[type[Scorer]] = Registry("scorer")
-BUILTIN_MODULES = ("heuristic", "compression", "dsir", "fasttext_quality")
+BUILTIN_MODULES = ("heuristic", "compression", "dsir", "fasttext_quality", "loss")
 
 
 @dataclass
