@@ -254,6 +254,65 @@ def eval_cmd(
     click.echo(f"plot: {Path(out) / 'eval.png'}")
 
 
+@main.group()
+def skillit() -> None:
+    """Online Skill-It: a trainer reports per-skill losses each round and gets the next mixture."""
+
+
+@skillit.command("init")
+@click.option("--state", "state_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--skills", required=True, help="Comma-separated skill names.")
+@click.option("--graph", "graph_path", required=True, type=click.Path(dir_okay=False), help=".npy/.json/.csv")
+@click.option("--eta", default=0.5, show_default=True)
+@click.option("--window", default=3, show_default=True)
+@click.option("--target", default="", help="Comma-separated target skills (default: all).")
+@_handle_errors
+def skillit_init(state_dir: str, skills: str, graph_path: str, eta: float, window: int, target: str) -> None:
+    """Create the state and print the first mixture (JSON)."""
+    import json
+
+    from assay.selectors.skillit import SkillItState, load_graph, reference_graph
+
+    names = [x for x in skills.split(",") if x]
+    g = reference_graph(load_graph(graph_path, names))
+    tgt = [x for x in target.split(",") if x] or None
+    if tgt and set(tgt) - set(names):
+        raise ConfigError(f"--target {sorted(set(tgt) - set(names))} not among --skills {names}")
+    st = SkillItState(names, g.tolist(), eta, window, tgt)
+    mix = st.current()
+    st.save(Path(state_dir))
+    click.echo(json.dumps(mix, sort_keys=True))
+
+
+@skillit.command("step")
+@click.option("--state", "state_dir", required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--losses",
+    "losses_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help='JSON {"skill": loss, ...} of the round just trained.',
+)
+@_handle_errors
+def skillit_step(state_dir: str, losses_path: str) -> None:
+    """Record a round's losses; print the next mixture (JSON). The state is saved atomically."""
+    import json
+
+    from assay.errors import InputError
+    from assay.selectors.skillit import SkillItState
+
+    st = SkillItState.load(Path(state_dir))
+    try:
+        losses = json.loads(Path(losses_path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read losses {losses_path}: {e}") from e
+    if not isinstance(losses, dict):
+        raise InputError(f"{losses_path}: expected a JSON object of skill -> loss")
+    mix = st.step(losses)
+    st.save(Path(state_dir))
+    click.echo(json.dumps(mix, sort_keys=True))
+
+
 @main.command()
 def scorers() -> None:
     """List the registered scorers."""

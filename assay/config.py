@@ -210,13 +210,13 @@ def parse_config(data: Any, source: str, base_dir: Path | None = None) -> RunCon
 def _check_plugins(cfg: RunConfig, source: str) -> None:
     """Resolve scorer and solver names and their params now, so typos fail before any work starts."""
     from assay.scorers.base import get_scorer_class, parse_params
-    from assay.selectors.mixture import SOLVERS, parse_solver_params
+    from assay.selectors.mixture import get_solver, parse_solver_params
 
     for i, sc in enumerate(cfg.scorers):
         cls = get_scorer_class(sc.name, where=f"scorers[{i}].name in {source}")
         parse_params(cls, sc.params, source=f"scorers[{i}] ({sc.name}) in {source}")
     parse_solver_params(
-        SOLVERS.get(cfg.mixture.solver, where=f"mixture.solver in {source}"),
+        get_solver(cfg.mixture.solver, where=f"mixture.solver in {source}"),
         cfg.mixture.params,
         source=f"mixture ({cfg.mixture.solver}) in {source}",
     )

@@ -314,12 +314,62 @@ def bench_fasttext(dev: Path) -> None:
     )
 
 
+# --------------------------------------------------------------------------- proxy training
+def bench_train(dev: Path, steps: int = 40) -> None:
+    """assay's training loop vs a plain torch loop (same model, batches, AdamW), tokens/s on 2 cores."""
+    import torch
+
+    from assay.pipeline.models import BuiltinGPT, GPTConfig
+    from assay.pipeline.train import Batches, TrainConfig, pack, train
+
+    torch.set_num_threads(2)
+    texts = load_dev(dev, ["fiction"])["fiction"]
+    cfg = GPTConfig(context=256, n_layer=2, n_head=4, n_embd=128)
+    tc = TrainConfig(
+        tokens=steps * 16 * 256, batch_size=16, lr=3e-3, warmup=0.0, schedule="constant", grad_clip=0
+    )
+
+    def plain() -> float:
+        m = BuiltinGPT(GPTConfig(**cfg.__dict__), seed=0)
+        batches = Batches(pack(m, texts), 256, 16)
+        opt = torch.optim.AdamW(m.module.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)
+        for k in range(steps):
+            x = batches.batch(k)
+            logits = m.module(x[:, :-1])
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1)
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return float(loss)
+
+    def ours() -> float:
+        m = BuiltinGPT(GPTConfig(**cfg.__dict__), seed=0)
+        return float(train(m, texts, tc)["train_loss_last"])
+
+    ours()  # warm-up (allocator, kernels)
+    t_plain, _ = timed(plain, repeat=2)
+    t_ours, _ = timed(ours, repeat=2)
+    n = steps * 16 * 256
+    report(
+        "train",
+        {
+            "model": "GPT 2 layers, 128 wide, context 256, batch 16, byte tokens",
+            "plain torch loop tokens/s": n / t_plain,
+            "assay train tokens/s": n / t_ours,
+            "ratio (goal >= 0.9)": t_plain / t_ours,
+        },
+    )
+
+
 BENCHES = {
     "shard": bench_shard,
     "rss": bench_rss,
     "compression": bench_compression,
     "dsir": bench_dsir,
     "fasttext": bench_fasttext,
+    "train": bench_train,
 }
 
 

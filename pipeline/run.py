@@ -22,7 +22,13 @@ from assay.pipeline.executor import Executor, make_executor
 from assay.pipeline.fsutil import check_writable, read_json, write_bytes, write_json
 from assay.pipeline.score import run_score
 from assay.pipeline.shard import run_shard
-from assay.selectors.mixture import SOLVERS, build_schedule, parse_solver_params
+from assay.selectors.mixture import (
+    SolverContext,
+    build_schedule,
+    get_solver,
+    parse_solver_params,
+    plot_schedule,
+)
 from assay.selectors.select import select_documents
 
 log = logging.getLogger("assay")
@@ -79,8 +85,9 @@ def run_select(
     excl = _target_ids(run_dir, [s.name for s in cfg.scorers]) if cfg.select.exclude_targets else set()
     selection = select_documents(cfg.select, run_dir, shards, excl, cfg.seed)
     build_catalog(run_dir)
-    schedule = _schedule(cfg, selection)
+    schedule = _schedule(cfg, selection, run_dir)
     write_json(run_dir / "schedule.json", schedule)
+    plot_schedule(schedule, run_dir / "schedule.png")
     manifest = build_manifest(cfg, run_dir, shard_stats, metas, selection, schedule)
     path = run_dir / "manifest.json"
     write_json(path, manifest)
@@ -88,7 +95,7 @@ def run_select(
     return path
 
 
-def _schedule(cfg: RunConfig, selection: dict[str, Any]) -> dict[str, Any]:
+def _schedule(cfg: RunConfig, selection: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     tokens = {d: s["selected_tokens"] for d, s in selection.items()}
     if not any(tokens.values()):
         budgets = {d: s["budget_tokens"] for d, s in selection.items()}
@@ -96,9 +103,9 @@ def _schedule(cfg: RunConfig, selection: dict[str, Any]) -> dict[str, Any]:
             f"no document was selected (select.method {cfg.select.method!r}, token budgets {budgets}): "
             "the budget is smaller than the best-ranked document, or no score passes the threshold"
         )
-    solver = SOLVERS.get(cfg.mixture.solver, where="mixture.solver")
+    solver = get_solver(cfg.mixture.solver)
     params = parse_solver_params(solver, cfg.mixture.params, source="mixture")
-    phases = solver(tokens, params, cfg.seed)
+    phases = solver(tokens, params, cfg.seed, SolverContext(run_dir))
     total = int(cfg.manifest.total_tokens) if cfg.manifest.total_tokens else sum(tokens.values())
     sched = build_schedule(phases, tokens, total, cfg.manifest.max_epochs)
     sched["solver"] = {"name": cfg.mixture.solver, "params": cfg.mixture.params}

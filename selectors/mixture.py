@@ -2,7 +2,8 @@
 
 Weights are fractions of *tokens* within a phase (never document counts). Registered solvers:
 ``natural`` (proportional to tokens), ``uniform``, ``fixed`` (user weights), ``temperature``
-(p_i ∝ n_i^(1/T)).
+(p_i ∝ n_i^(1/T)), ``cooldown`` (temperature lowered over training), ``upsample`` (chosen domains
+upsampled at the end of training), ``skillit`` (selectors/skillit.py).
 
 Token rounding (exact integers): phase k covers tokens [floor(N·start_k), floor(N·end_k)); within a
 phase, domain tokens are floor(w_i·T_k) plus one token to the domains with the largest remainders
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from assay.errors import ConfigError
 from assay.registry import Registry
@@ -27,11 +29,20 @@ class Phase:
     weights: dict[str, float]
 
 
+@dataclass
+class SolverContext:
+    """What solvers that train a proxy model need besides token counts."""
+
+    run_dir: Path | None = None
+
+
 class Solver(Protocol):
     @property
     def Params(self) -> type: ...  # the dataclass of the solver's params
 
-    def __call__(self, domain_tokens: dict[str, int], params: Any, seed: int) -> list[Phase]: ...
+    def __call__(
+        self, domain_tokens: dict[str, int], params: Any, seed: int, ctx: SolverContext | None = None
+    ) -> list[Phase]: ...
 
 
 SOLVERS: Registry[Solver] = Registry("mixture solver")
@@ -52,14 +63,14 @@ class NoParams:
 class _Natural:
     Params = NoParams
 
-    def __call__(self, domain_tokens: dict[str, int], params: Any, seed: int) -> list[Phase]:
+    def __call__(self, domain_tokens: dict[str, int], params: Any, seed: int, ctx: Any = None) -> list[Phase]:
         return [Phase(0.0, 1.0, _normalize({d: float(n) for d, n in domain_tokens.items()}, "natural"))]
 
 
 class _Uniform:
     Params = NoParams
 
-    def __call__(self, domain_tokens: dict[str, int], params: Any, seed: int) -> list[Phase]:
+    def __call__(self, domain_tokens: dict[str, int], params: Any, seed: int, ctx: Any = None) -> list[Phase]:
         return [Phase(0.0, 1.0, _normalize({d: 1.0 for d in domain_tokens}, "uniform"))]
 
 
@@ -78,7 +89,9 @@ class FixedParams:
 class _Fixed:
     Params = FixedParams
 
-    def __call__(self, domain_tokens: dict[str, int], params: FixedParams, seed: int) -> list[Phase]:
+    def __call__(
+        self, domain_tokens: dict[str, int], params: FixedParams, seed: int, ctx: Any = None
+    ) -> list[Phase]:
         unknown = sorted(set(params.weights) - set(domain_tokens))
         if unknown:
             raise ConfigError(
@@ -110,14 +123,130 @@ def temperature_weights(domain_tokens: dict[str, int], t: float) -> dict[str, fl
 class _Temperature:
     Params = TemperatureParams
 
-    def __call__(self, domain_tokens: dict[str, int], params: TemperatureParams, seed: int) -> list[Phase]:
+    def __call__(
+        self, domain_tokens: dict[str, int], params: TemperatureParams, seed: int, ctx: Any = None
+    ) -> list[Phase]:
         return [Phase(0.0, 1.0, temperature_weights(domain_tokens, params.temperature))]
+
+
+@dataclass
+class CooldownParams:
+    """Cooldown: temperature ``t_start`` (upsampling small domains) held for the first
+    1 - ``cool_fraction`` of training, then lowered to ``t_end`` by the end along ``shape``;
+    discretised into ``phases`` equal phases, each at the temperature of its midpoint."""
+
+    t_start: float = 5.0
+    t_end: float = 1.0
+    cool_fraction: float = 0.5
+    shape: Literal["linear", "cosine", "step"] = "linear"
+    phases: int = 10
+
+    def validate(self) -> None:
+        if self.t_start <= 0 or self.t_end <= 0:
+            raise ConfigError("t_start and t_end must be > 0")
+        if not 0 < self.cool_fraction <= 1:
+            raise ConfigError("cool_fraction must be in (0, 1]")
+        if self.phases < 1:
+            raise ConfigError("phases must be >= 1")
+
+
+def cooldown_temperature(x: float, p: CooldownParams) -> float:
+    """Temperature at training progress x in [0, 1]."""
+    start = 1.0 - p.cool_fraction
+    if x <= start:
+        return p.t_start
+    f = (x - start) / p.cool_fraction
+    if p.shape == "step":
+        return p.t_end
+    if p.shape == "cosine":
+        f = 0.5 * (1 - math.cos(math.pi * f))
+    return p.t_start + (p.t_end - p.t_start) * f
+
+
+class _Cooldown:
+    Params = CooldownParams
+
+    def __call__(
+        self, domain_tokens: dict[str, int], params: CooldownParams, seed: int, ctx: Any = None
+    ) -> list[Phase]:
+        n = params.phases
+        return [
+            Phase(
+                k / n,
+                (k + 1) / n,
+                temperature_weights(domain_tokens, cooldown_temperature((k + 0.5) / n, params)),
+            )
+            for k in range(n)
+        ]
+
+
+@dataclass
+class UpsampleParams:
+    """End-of-training upsampling: the ``base`` mixture (natural, uniform, or ``base_weights``),
+    then for the final ``fraction`` of training the ``domains`` upsampled: their base weight times the
+    multiplier (``mode: multiply``), or set to the given weight (``mode: absolute``), the other domains
+    rescaled to fill the rest in their base proportions."""
+
+    domains: dict[str, float] = field(default_factory=dict)
+    fraction: float = 0.15
+    mode: Literal["multiply", "absolute"] = "multiply"
+    base: Literal["natural", "uniform", "fixed"] = "natural"
+    base_weights: dict[str, float] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.domains:
+            raise ConfigError("upsample: domains is required, e.g. {code: 3.0}")
+        if not 0 < self.fraction < 1:
+            raise ConfigError("upsample: fraction must be in (0, 1)")
+        if any(v < 0 for v in self.domains.values()):
+            raise ConfigError("upsample: weights and multipliers must be >= 0")
+        if self.mode == "absolute" and math.fsum(self.domains.values()) > 1:
+            raise ConfigError("upsample: absolute weights must sum to at most 1")
+
+
+class _Upsample:
+    Params = UpsampleParams
+
+    def __call__(
+        self, domain_tokens: dict[str, int], params: UpsampleParams, seed: int, ctx: Any = None
+    ) -> list[Phase]:
+        unknown = sorted(set(params.domains) - set(domain_tokens))
+        if unknown:
+            raise ConfigError(
+                f"upsample: domains {unknown} are not in the run; domains: {sorted(domain_tokens)}"
+            )
+        if params.base == "fixed":
+            base = _Fixed()(domain_tokens, FixedParams(params.base_weights), seed)[0].weights
+        else:
+            base = (_Natural() if params.base == "natural" else _Uniform())(domain_tokens, None, seed)[
+                0
+            ].weights
+        if params.mode == "multiply":
+            end = _normalize({d: w * params.domains.get(d, 1.0) for d, w in base.items()}, "upsample")
+        else:
+            fixed = math.fsum(params.domains.values())
+            rest = math.fsum(w for d, w in base.items() if d not in params.domains)
+            end = {
+                d: params.domains[d] if d in params.domains else (w / rest * (1 - fixed) if rest else 0.0)
+                for d, w in base.items()
+            }
+            end = _normalize(end, "upsample")
+        cut = 1.0 - params.fraction
+        return [Phase(0.0, cut, base), Phase(cut, 1.0, end)]
 
 
 SOLVERS.register("natural")(_Natural())
 SOLVERS.register("uniform")(_Uniform())
 SOLVERS.register("fixed")(_Fixed())
 SOLVERS.register("temperature")(_Temperature())
+SOLVERS.register("cooldown")(_Cooldown())
+SOLVERS.register("upsample")(_Upsample())
+
+
+def get_solver(name: str, where: str = "mixture.solver") -> Solver:
+    import assay.selectors.skillit  # noqa: F401 (registers "skillit")
+
+    return SOLVERS.get(name, where=where)
 
 
 def parse_solver_params(solver: Solver, params: dict[str, Any], source: str) -> Any:
@@ -185,3 +314,32 @@ def build_schedule(
         "phases": out,
         "epochs": {d: (used[d] / n if n else 0.0) for d, n in sorted(domain_tokens.items())},
     }
+
+
+def plot_schedule(schedule: dict[str, Any], path: Path) -> None:
+    """Stacked domain weights (fractions of tokens) against training progress, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from assay.pipeline.fsutil import atomic_path
+
+    phases = schedule["phases"]
+    domains = sorted(phases[0]["weights"])
+    xs = [x for ph in phases for x in (ph["start"], ph["end"])]
+    ys = [[ph["weights"][d] for ph in phases for _ in (0, 1)] for d in domains]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    ax.stackplot(xs, ys, labels=domains)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("training progress (fraction of tokens)")
+    ax.set_ylabel("domain weight (fraction of tokens)")
+    ax.set_title(
+        f"schedule: {schedule.get('solver', {}).get('name', '')}, {schedule['total_tokens']:,} tokens"
+    )
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
