@@ -18,3 +18,12 @@ _here = _Path(__file__).resolve().parent
 _root = _here.parent
 if (_root / "pyproject.toml").is_file() and (_root / "pipeline").is_dir() and str(_here) in __path__:
     __path__.append(str(_root))
+
+
+def __getattr__(name: str) -> object:
+    """``assay.load_manifest``: the manifest's training stream as a ``datasets.IterableDataset``."""
+    if name == "load_manifest":
+        from assay.pipeline.export import load_manifest
+
+        return load_manifest
+    raise AttributeError(f"module 'assay' has no attribute {name!r}")

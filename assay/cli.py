@@ -255,6 +255,66 @@ def eval_cmd(
 
 
 @main.group()
+def manifest() -> None:
+    """Validate or summarise a manifest."""
+
+
+@manifest.command("validate")
+@click.argument("path", type=click.Path(dir_okay=False))
+@_handle_errors
+def manifest_validate(path: str) -> None:
+    """Check the schema, every referenced file and its hash, and that the counts add up."""
+    from assay.pipeline.manifest import validate
+
+    problems = validate(Path(path))
+    if problems:
+        for p in problems:
+            click.echo(f"invalid: {p}", err=True)
+        sys.exit(1)
+    click.echo(f"valid: {path}")
+
+
+@manifest.command("show")
+@click.argument("path", type=click.Path(dir_okay=False))
+@_handle_errors
+def manifest_show(path: str) -> None:
+    """A readable summary: inputs, selection, domains, schedule."""
+    from assay.pipeline.manifest import show
+
+    click.echo(show(Path(path)))
+
+
+@main.command("export")
+@click.argument("manifest_path", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", required=True, type=click.Choice(["parquet", "hf", "megatron"]))
+@click.option("--out", type=click.Path(file_okay=False), help="Default: <run>/export/<format>.")
+@click.option(
+    "--tokenizer", default="bytes", show_default=True, help="megatron: bytes or file:<tokenizer.json>."
+)
+@click.option("--seq-length", default=2048, show_default=True, help="megatron: for phase start iterations.")
+@click.option(
+    "--global-batch-size", default=256, show_default=True, help="megatron: for phase start iterations."
+)
+@_handle_errors
+def export_cmd(
+    manifest_path: str, fmt: str, out: str | None, tokenizer: str, seq_length: int, global_batch_size: int
+) -> None:
+    """Export the manifest's training stream for a trainer."""
+    from assay.pipeline.export import export
+
+    m = Path(manifest_path)
+    dest = Path(out) if out else m.parent / "export" / fmt
+    kw = {"tokenizer": tokenizer, "seq_length": seq_length, "global_batch_size": global_batch_size}
+    info = export(m, fmt, dest, **(kw if fmt == "megatron" else {}))
+    click.echo(f"exported {fmt} to {dest}")
+    if fmt == "megatron":
+        for b in info["phases"]:
+            click.echo(
+                f"phase {b['phase']} from iteration {b['start_iteration']}: --data-path {b['data_path']}"
+            )
+
+
+@main.group()
 def skillit() -> None:
     """Online Skill-It: a trainer reports per-skill losses each round and gets the next mixture."""
 

@@ -102,10 +102,11 @@ def _interleave(parts: dict[str, list[str]], tokens: dict[str, int], rng: np.ran
     return out
 
 
-def build_streams(
+def phase_streams(
     manifest_path: Path, kinds: list[str], exclude: set[str], seed: int
-) -> dict[str, list[str]]:
-    """Document ids in training order for the manifest (``manifest``) and the baselines."""
+) -> dict[str, list[list[str]]]:
+    """Document ids in training order, one list per phase, for the manifest (``manifest``) and the
+    baselines ``random`` / ``natural`` (see the module docstring)."""
     import pyarrow.parquet as pq
 
     m = read_json(manifest_path)
@@ -125,18 +126,18 @@ def build_streams(
             for i, s in zip(t.column("id").to_pylist(), t.column("selected").to_pylist())
             if s and i not in exclude
         ]
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[list[str]]] = {}
     for kind in ["manifest", *kinds]:
         if kind not in ("manifest", "random", "natural"):
             raise ConfigError(f"unknown baseline {kind!r}; valid: random, natural")
         rng = np.random.default_rng(seed)
-        stream: list[str] = []
+        phases: list[list[str]] = []
         if kind == "natural":
             pool = _order([i for ids in by_domain.values() for i in ids], seed)
             cursor = 0
             for ph in m["schedule"]["phases"]:
                 part, cursor = _take(pool, tokens, ph["tokens"], cursor)
-                stream.extend(part)
+                phases.append(part)
         else:
             src = selected if kind == "manifest" else by_domain
             pools = {d: _order(ids, seed + k) for k, (d, ids) in enumerate(sorted(src.items()))}
@@ -146,9 +147,18 @@ def build_streams(
                 for d, need in ph["domain_tokens"].items():
                     if need:
                         parts[d], cursors[d] = _take(pools.get(d, []), tokens, need, cursors[d])
-                stream.extend(_interleave(parts, tokens, rng))
-        out[kind] = stream
+                phases.append(_interleave(parts, tokens, rng))
+        out[kind] = phases
     return out
+
+
+def build_streams(
+    manifest_path: Path, kinds: list[str], exclude: set[str], seed: int
+) -> dict[str, list[str]]:
+    """``phase_streams`` with the phases concatenated."""
+    return {
+        k: [i for ph in v for i in ph] for k, v in phase_streams(manifest_path, kinds, exclude, seed).items()
+    }
 
 
 def target_docs(spec: str, run_dir: Path, cfg: EvalConfig) -> tuple[list[str], set[str]]:

@@ -279,7 +279,7 @@ def _arrow_batches(
             if keep2 is not None:
                 keep = keep2 if keep is None else keep & keep2
         else:
-            dom = pa.array(np.full(n, src.domain or "default", dtype=object), pa.string())
+            dom = pa.repeat(pa.scalar(src.domain or "default", pa.string()), n)
         rows = np.arange(offset, offset + n, dtype=np.int64)
         if keep is not None:
             mask = pa.array(keep)

@@ -20,6 +20,8 @@ from assay.errors import ConfigError, RunStateError
 from assay.pipeline.catalog import build_catalog
 from assay.pipeline.executor import Executor, make_executor
 from assay.pipeline.fsutil import check_writable, read_json, write_bytes, write_json
+from assay.pipeline.manifest import created_time, file_entries
+from assay.pipeline.manifest import validate as validate_manifest
 from assay.pipeline.score import run_score
 from assay.pipeline.shard import run_shard
 from assay.selectors.mixture import (
@@ -48,6 +50,7 @@ def _claim_run_dir(cfg: RunConfig, run_dir: Path) -> None:
             )
     else:
         write_bytes(stamp, (digest + "\n").encode())
+    created_time(run_dir)  # stamp the first use
     write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True).encode())
 
 
@@ -91,6 +94,9 @@ def run_select(
     manifest = build_manifest(cfg, run_dir, shard_stats, metas, selection, schedule)
     path = run_dir / "manifest.json"
     write_json(path, manifest)
+    problems = validate_manifest(path)
+    if problems:
+        raise RunStateError(f"the manifest written to {path} does not validate: {'; '.join(problems[:5])}")
     log.info("manifest: %s", path)
     return path
 
@@ -120,8 +126,9 @@ def build_manifest(
     selection: dict[str, Any],
     schedule: dict[str, Any],
 ) -> dict[str, Any]:
-    """The manifest: provenance, per-domain files and counts, and the schedule. Paths are relative
-    to the directory holding the manifest. No wall-clock time, so reruns are byte-identical."""
+    """The manifest (schema: assay/schema/manifest.schema.json): provenance, per-domain files and
+    counts, the schedule, and the size and hash of every referenced file. Paths are relative to the
+    directory holding the manifest."""
     import duckdb
 
     con = duckdb.connect()
@@ -143,10 +150,14 @@ def build_manifest(
         domains[d] = dom
     inputs = shard_stats["inputs"]
     run_id = _run_id(cfg, inputs)
+    referenced = (
+        [d["selection_file"] for d in domains.values()] + list(shard_stats["shards"]) + ["schedule.json"]
+    )
     return {
         "format": "assay-manifest",
         "manifest_version": MANIFEST_VERSION,
         "run_id": run_id,
+        "created": created_time(run_dir),
         "tool": {"name": "assay", "version": assay.__version__},
         "seed": cfg.seed,
         "config_hash": cfg.digest(),
@@ -165,6 +176,7 @@ def build_manifest(
         "domains": domains,
         "schedule": schedule,
         "token_unit": cfg.shard.tokenizer,
+        "files": file_entries(run_dir, referenced),
     }
 
 

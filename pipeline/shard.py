@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import xxhash
 
 from assay.config import InputConfig, ShardConfig
@@ -101,29 +100,35 @@ class IngestStep:
         return pa.Table.from_arrays(
             [
                 pa.array(hkey, pa.uint64()),
-                pa.array(np.full(len(b.text), src.index, dtype=np.int32)),
+                pa.repeat(pa.scalar(src.index, pa.int32()), len(b.text)),
                 ids,
                 b.domain,
                 b.text,
                 pc.cast(pc.utf8_length(b.text), pa.int64()),
                 counter.count(b.text),
-                pa.array(np.full(len(b.text), src.path, dtype=object), pa.string()),
+                pa.repeat(pa.scalar(src.path, pa.string()), len(b.text)),
                 pa.array(b.source_row, pa.int64()),
             ],
             schema=SPILL_SCHEMA,
         )
 
     def _spill(self, parts: list[pa.Table], path: Path) -> dict[str, Any]:
+        """One run sorted by hkey, as an uncompressed Arrow IPC file (written at memory speed, read back
+        memory-mapped) in record batches of ~RG_TARGET_BYTES, with each batch's hkey range."""
         table = pa.concat_tables(parts)
         table = table.take(pc.sort_indices(table, [("hkey", "ascending")]))
-        rows_per_rg = max(64, int(table.num_rows * RG_TARGET_BYTES / max(table.nbytes, 1)))
-        write_parquet(path, table, row_group_rows=rows_per_rg, compression="lz4")
-        md = pq.ParquetFile(path).metadata
-        col = SPILL_SCHEMA.get_field_index("hkey")
+        rows = max(64, int(table.num_rows * RG_TARGET_BYTES / max(table.nbytes, 1)))
+        hkey = table.column("hkey").to_numpy()
         groups = []
-        for g in range(md.num_row_groups):
-            st = md.row_group(g).column(col).statistics
-            groups.append([int(st.min), int(st.max), md.row_group(g).num_rows])
+        with (
+            atomic_path(path) as tmp,
+            pa.OSFile(str(tmp), "wb") as sink,
+            pa.ipc.new_file(sink, SPILL_SCHEMA) as w,
+        ):
+            for start in range(0, table.num_rows, rows):
+                w.write_batch(table.slice(start, rows).combine_chunks().to_batches()[0])
+                end = min(start + rows, table.num_rows)
+                groups.append([int(hkey[start]), int(hkey[end - 1]), end - start])
         return {"path": str(path), "groups": groups}
 
     def __call__(self, task: Task, rank: int, world_size: int) -> dict[str, Any]:
@@ -144,12 +149,12 @@ class IngestStep:
             docs += t.num_rows
             if pending >= spill_bytes:
                 spills.append(
-                    self._spill(parts, Path(self.work_dir) / f"f{src.index:06d}-{len(spills):05d}.parquet")
+                    self._spill(parts, Path(self.work_dir) / f"f{src.index:06d}-{len(spills):05d}.arrow")
                 )
                 parts, pending = [], 0
         if parts:
             spills.append(
-                self._spill(parts, Path(self.work_dir) / f"f{src.index:06d}-{len(spills):05d}.parquet")
+                self._spill(parts, Path(self.work_dir) / f"f{src.index:06d}-{len(spills):05d}.arrow")
             )
         rej_path = None
         if rejects.rows:
@@ -182,7 +187,9 @@ class BucketStep:
         parts = []
         for path, groups in task.payload["reads"]:
             try:
-                t = pq.ParquetFile(path).read_row_groups(groups)
+                with pa.memory_map(path) as src:
+                    reader = pa.ipc.open_file(src)
+                    t = pa.Table.from_batches([reader.get_batch(g) for g in groups], schema=SPILL_SCHEMA)
             except (OSError, pa.ArrowException) as e:
                 raise ShardError(f"bucket {rank}: cannot read spill {path}: {e}") from e
             keep = pc.and_(

@@ -106,3 +106,8 @@ def tree_bytes(root: Path, skip: tuple[str, ...] = ("_state", "catalog.duckdb"))
         if p.is_file() and not any(part in skip for part in rel.parts):
             out[str(rel)] = p.read_bytes()
     return out
+
+
+os.environ.setdefault(
+    "SOURCE_DATE_EPOCH", "1767225600"
+)  # manifests' `created`: fixed, so reruns compare bytes
