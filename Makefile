@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(VENV)/bin/assay select --config configs/demo.yaml --out runs/demo
 	$(VENV)/bin/assay stats runs/demo
+	$(VENV)/bin/assay manifest validate runs/demo/manifest.json
 
 test: venv
 	$(PY) -m pytest -q

@@ -54,6 +54,12 @@ def write_json(target: str | Path, obj: Any) -> None:
     write_bytes(target, dumps_json(obj).encode("utf-8"))
 
 
+def np_array(arr: np.ndarray) -> pa.Array:
+    """A zero-copy Arrow view of a 1-d numeric numpy array (``pa.array`` would import pandas)."""
+    arr = np.ascontiguousarray(arr)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(arr.dtype), len(arr), [None, pa.py_buffer(arr)])
+
+
 def write_npy(target: str | Path, arr: np.ndarray) -> None:
     with atomic_path(target) as tmp, open(tmp, "wb") as f:  # a file object: np.save(path) appends .npy
         np.save(f, arr, allow_pickle=False)

@@ -38,16 +38,9 @@ class FileTokenizer:
     unless the file names one (``eos_token``)."""
 
     def __init__(self, path: str, eos_token: str | None = None) -> None:
-        try:
-            from tokenizers import Tokenizer
-        except ImportError as e:
-            raise ConfigError("a tokenizer file needs the 'tokenizers' package") from e
-        if not Path(path).is_file():
-            raise ConfigError(f"tokenizer file {path} does not exist")
-        try:
-            self._tok = Tokenizer.from_file(path)
-        except Exception as e:
-            raise ConfigError(f"tokenizer file {path} is not a valid tokenizers JSON file: {e}") from e
+        from assay.pipeline.tokenize import load_tokenizer_file
+
+        self._tok = load_tokenizer_file(path)
         self.spec = f"file:{Path(path).resolve()}"
         size = self._tok.get_vocab_size(with_added_tokens=True)
         eid = self._tok.token_to_id(eos_token) if eos_token else None

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from assay.config import InputConfig
 from assay.errors import InputError
+from assay.pipeline.fsutil import np_array
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 COMPRESSED = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
@@ -282,8 +283,8 @@ def _arrow_batches(
             dom = pa.repeat(pa.scalar(src.domain or "default", pa.string()), n)
         rows = np.arange(offset, offset + n, dtype=np.int64)
         if keep is not None:
-            mask = pa.array(keep)
-            text, dom, rows = text.filter(mask), dom.filter(mask), rows[keep]
+            idx = np_array(np.flatnonzero(keep))
+            text, dom, rows = text.take(idx), dom.take(idx), rows[keep]
         offset += n
         if len(text):
             yield RawBatch(text, dom, rows)

@@ -30,7 +30,7 @@ import xxhash
 from assay.config import InputConfig, ShardConfig
 from assay.errors import InputError, ShardError
 from assay.pipeline.executor import Executor, Task
-from assay.pipeline.fsutil import atomic_path, write_bytes, write_parquet
+from assay.pipeline.fsutil import atomic_path, np_array, write_bytes, write_parquet
 from assay.pipeline.readers import RawBatch, Rejects, SourceFile, expand_inputs, read_batches
 from assay.pipeline.tokenize import get_counter
 
@@ -99,7 +99,7 @@ class IngestStep:
         ids, hkey = doc_ids(b.text)
         return pa.Table.from_arrays(
             [
-                pa.array(hkey, pa.uint64()),
+                np_array(hkey),
                 pa.repeat(pa.scalar(src.index, pa.int32()), len(b.text)),
                 ids,
                 b.domain,
@@ -107,7 +107,7 @@ class IngestStep:
                 pc.cast(pc.utf8_length(b.text), pa.int64()),
                 counter.count(b.text),
                 pa.repeat(pa.scalar(src.path, pa.string()), len(b.text)),
-                pa.array(b.source_row, pa.int64()),
+                np_array(b.source_row.astype(np.int64)),
             ],
             schema=SPILL_SCHEMA,
         )
@@ -202,21 +202,28 @@ class BucketStep:
         n = table.num_rows
         first = (
             table.select(["id"])
-            .append_column("_i", pa.array(np.arange(n, dtype=np.int64)))
+            .append_column("_i", np_array(np.arange(n, dtype=np.int64)))
             .group_by("id", use_threads=False)
             .aggregate([("_i", "min")])
         )
         keep_idx = np.sort(first.column("_i_min").to_numpy())
         mask = np.zeros(n, dtype=bool)
         mask[keep_idx] = True
-        dup_domains = table.column("domain").filter(pa.array(~mask))
+        dup_domains = table.column("domain").take(np_array(np.flatnonzero(~mask)))
         dups: dict[str, int] = {}
         for d in dup_domains.to_pylist():
             dups[d] = dups.get(d, 0) + 1
-        out = table.filter(pa.array(mask)).select(SHARD_SCHEMA.names).cast(SHARD_SCHEMA)
+        out = table.take(np_array(keep_idx)).select(SHARD_SCHEMA.names).cast(SHARD_SCHEMA)
         path = Path(self.out_dir) / f"{rank:05d}.parquet"
         if out.num_rows:
-            write_parquet(path, out, row_group_rows=8192, compression_level=self.compression_level)
+            # dictionary encoding only where values repeat: trying it on ids and texts costs time for nothing
+            write_parquet(
+                path,
+                out,
+                row_group_rows=65536,
+                compression_level=self.compression_level,
+                use_dictionary=["domain", "source"],
+            )
         domains: dict[str, dict[str, int]] = {}
         if out.num_rows:
             g = out.group_by("domain").aggregate(

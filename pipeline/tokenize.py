@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -38,19 +38,24 @@ class Whitespace:
         return pc.cast(pc.count_substring_regex(texts, r"\S+"), pa.int64())
 
 
+def load_tokenizer_file(path: str) -> Any:
+    """A ``tokenizers.Tokenizer`` from a local JSON file, with clear errors."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as e:
+        raise ConfigError("a tokenizer file needs the 'tokenizers' package") from e
+    if not Path(path).is_file():
+        raise ConfigError(f"tokenizer file {path} does not exist")
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as e:
+        raise ConfigError(f"tokenizer file {path} is not a valid tokenizers JSON file: {e}") from e
+
+
 class HFTokenizer:
     def __init__(self, path: str) -> None:
         self.spec = f"tokenizers:{path}"
-        try:
-            from tokenizers import Tokenizer
-        except ImportError as e:
-            raise ConfigError("tokenizer 'tokenizers:...' needs the 'tokenizers' package") from e
-        if not Path(path).is_file():
-            raise ConfigError(f"tokenizer file {path} does not exist")
-        try:
-            self._tok = Tokenizer.from_file(path)
-        except Exception as e:
-            raise ConfigError(f"tokenizer file {path} is not a valid tokenizers JSON file: {e}") from e
+        self._tok = load_tokenizer_file(path)
 
     def count(self, texts: pa.Array) -> pa.Array:
         enc = self._tok.encode_batch(texts.to_pylist(), add_special_tokens=False)

@@ -1,7 +1,8 @@
 """DSIR hashed n-gram importance weights (``dsir``), as in Xie et al. 2023 and their
 ``data-selection`` package (HashedNgramDSIR):
 
-- words = WordPunct tokens of the lower-cased text (regex ``\\w+|[^\\w\\s]+``);
+- words = WordPunct tokens of the lower-cased text (``\\w+|[^\\w\\s]+`` with the ``regex`` module, as
+  nltk does: its \\w includes join controls such as U+200C, unlike the standard library's ``re``);
 - features = counts of the words and of the space-joined n-grams (n = 2..``ngrams``), each hashed
   into ``buckets`` buckets by ``int(sha256(utf8(feature)).hexdigest(), 16) % buckets``;
 - raw and target distributions = normalised feature counts over the raw pool (fitted over every
@@ -18,16 +19,16 @@ filter is the user's choice.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import regex
 
 from assay.errors import ConfigError
 from assay.scorers.base import SCORERS, Scorer, TargetSpec
 
-_WORDPUNCT = re.compile(r"\w+|[^\w\s]+")
+_WORDPUNCT = regex.compile(r"\w+|[^\w\s]+", regex.UNICODE | regex.MULTILINE | regex.DOTALL)
 _CACHE_LIMIT = 4_000_000
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import regex
 
 from assay.config import load_config
 from assay.errors import ConfigError
@@ -20,7 +21,7 @@ from conftest import CODE, PROSE, make_config
 
 def ref_counts(text: str, buckets: int, n: int = 2) -> np.ndarray:
     """Straight from the DSIR paper/package: WordPunct words of the lowercased text, n-grams, sha256."""
-    words = re.findall(r"\w+|[^\w\s]+", text.lower())
+    words = regex.findall(r"\w+|[^\w\s]+", text.lower())
     feats = words + [" ".join(words[i : i + k]) for k in range(2, n + 1) for i in range(len(words) - k + 1)]
     c = np.zeros(buckets, dtype=np.int64)
     for f in feats:
@@ -42,7 +43,7 @@ def make(target: list[str], buckets: int = 64) -> DSIRScorer:
 
 @pytest.mark.parametrize("buckets", [16, 10000])
 def test_matches_reference(buckets: int) -> None:
-    pool = PROSE + CODE + ["", "Ünïcode wörds, and punctuation!!"]
+    pool = PROSE + CODE + ["", "Ünïcode wörds, and punctuation!!", "نام\u200cخانوادگی=ندا"]
     s = make(CODE[:2], buckets)
     s.set_fitted(sum(s.fit_partial(pa.table({"text": [t]})) for t in pool))
     out, _ = s.score_table(pa.table({"id": [str(i) for i in range(len(pool))], "text": pool}))
@@ -53,8 +54,11 @@ def test_matches_reference(buckets: int) -> None:
 
 def test_tokenizer_is_nltk_wordpunct() -> None:
     nltk = pytest.importorskip("nltk.tokenize")
-    text = "Don't stop-believing: it's 3.14 o'clock... #tags & émojis"
-    assert re.findall(r"\w+|[^\w\s]+", text.lower()) == nltk.WordPunctTokenizer().tokenize(text.lower())
+    from assay.scorers.dsir import _WORDPUNCT
+
+    text = "Don't stop-believing: it's 3.14 o'clock... #tags & émojis نام\u200cخانوادگی=ندا"
+    assert _WORDPUNCT.findall(text.lower()) == nltk.WordPunctTokenizer().tokenize(text.lower())
+    assert re.findall(r"\w+|[^\w\s]+", "a\u200cb") != _WORDPUNCT.findall("a\u200cb")  # why `regex`, not `re`
 
 
 def test_unfitted_and_bad_state() -> None:
