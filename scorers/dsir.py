@@ -45,33 +45,40 @@ class DSIRParams:
             raise ConfigError("ngrams must be in 1..5")
 
 
+_CACHES: dict[int, dict[str, int]] = {}  # per bucket count, shared by every scorer of this process
+
+
 class NgramHasher:
-    """Bucket ids of a text's features; each distinct feature string is hashed once."""
+    """Bucket ids of a text's features; each distinct feature string is hashed once per process
+    (the fit and score passes of a worker share the cache)."""
 
     def __init__(self, buckets: int, ngrams: int) -> None:
         self.buckets, self.ngrams = buckets, ngrams
-        self._cache: dict[str, int] = {}
+        self._cache = _CACHES.setdefault(buckets, {})
 
     def _bucket(self, feat: str) -> int:
-        b = self._cache.get(feat)
-        if b is None:
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            b = int(hashlib.sha256(feat.encode("utf-8")).hexdigest(), 16) % self.buckets
-            self._cache[feat] = b
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        # int(sha256(.).hexdigest(), 16), from the digest bytes directly (the same number)
+        b = int.from_bytes(hashlib.sha256(feat.encode("utf-8")).digest(), "big") % self.buckets
+        self._cache[feat] = b
         return b
 
-    def buckets_of(self, text: str) -> np.ndarray:
+    def features(self, text: str) -> list[str]:
         words = _WORDPUNCT.findall(text.lower())
         feats = list(words)
-        for n in range(2, self.ngrams + 1):
-            feats.extend(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
-        get = self._cache.get
-        out = [get(f) for f in feats]
-        for i, b in enumerate(out):
-            if b is None:
-                out[i] = self._bucket(feats[i])
-        return np.asarray(out, dtype=np.int64)
+        if self.ngrams >= 2:
+            feats += [a + " " + b for a, b in zip(words, words[1:])]
+        for n in range(3, self.ngrams + 1):
+            feats += [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+        return feats
+
+    def buckets_of(self, text: str) -> np.ndarray:
+        feats = self.features(text)
+        out = list(map(self._cache.get, feats))
+        if None in out:  # only a cold cache pays for the Python loop
+            out = [self._bucket(f) if b is None else b for f, b in zip(feats, out)]
+        return np.fromiter(out, dtype=np.int64, count=len(out))
 
     def counts(self, texts: list[str]) -> np.ndarray:
         total = np.zeros(self.buckets, dtype=np.int64)
