@@ -376,6 +376,55 @@ def bench_train(dev: Path, steps: int = 40) -> None:
     )
 
 
+# --------------------------------------------------------------------------- export
+def bench_export(dev: Path) -> None:
+    """`assay export --format parquet` vs a plain pyarrow copy of the same rows (read the shards, take
+    the selected rows, write zstd Parquet), same process."""
+    import pyarrow.compute as pc
+
+    from assay.config import parse_config
+    from assay.pipeline.executor import LocalExecutor
+    from assay.pipeline.export import export_parquet
+    from assay.pipeline.run import run_select
+
+    with tempfile.TemporaryDirectory() as d:
+        cfg = parse_config(
+            {
+                "input": {"paths": [str(dev / "*.parquet")], "domain": {"field": "domain"}},
+                "shard": {"target_mb": 32},
+                "select": {"method": "all"},
+                "mixture": {"solver": "temperature", "temperature": 2.0},
+                "manifest": {"max_epochs": 10},
+            },
+            source="bench",
+        )
+        manifest = run_select(cfg, Path(d) / "run", LocalExecutor())
+        shards = sorted((Path(d) / "run" / "shards").glob("*.parquet"))
+
+        def plain(out: Path) -> int:
+            out.mkdir()
+            n = 0
+            for k, p in enumerate(shards):
+                t = pq.read_table(p)
+                t = t.filter(pc.is_valid(t.column("id")))
+                n += t.column("text").nbytes
+                pq.write_table(t, out / f"{k:05d}.parquet", compression="zstd", compression_level=3)
+            return n
+
+        t_plain, nbytes = timed(lambda: plain(Path(tempfile.mkdtemp(dir=d)) / "x"), repeat=2)
+        t_ours, index = timed(lambda: export_parquet(manifest, Path(tempfile.mkdtemp(dir=d)) / "x"), repeat=2)
+        out_mb = sum(pq.read_metadata(Path(d) / "run" / "shards" / p.name).num_rows for p in shards)
+    report(
+        "export",
+        {
+            "rows in the stream / rows copied": f"{index['rows']} / {out_mb}",
+            "pyarrow copy MB/s": nbytes / 1e6 / t_plain,
+            "assay export parquet MB/s": nbytes / 1e6 / t_ours,
+            "ratio (goal >= 0.5)": t_plain / t_ours,
+        },
+    )
+
+
 BENCHES = {
     "shard": bench_shard,
     "rss": bench_rss,
@@ -383,6 +432,7 @@ BENCHES = {
     "dsir": bench_dsir,
     "fasttext": bench_fasttext,
     "train": bench_train,
+    "export": bench_export,
 }
 
 

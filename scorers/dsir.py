@@ -19,6 +19,7 @@ filter is the user's choice.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,7 +69,7 @@ class NgramHasher:
         words = _WORDPUNCT.findall(text.lower())
         feats = list(words)
         if self.ngrams >= 2:
-            feats += [a + " " + b for a, b in zip(words, words[1:])]
+            feats += [a + " " + b for a, b in itertools.pairwise(words)]
         for n in range(3, self.ngrams + 1):
             feats += [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
         return feats

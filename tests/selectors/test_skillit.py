@@ -164,5 +164,7 @@ def test_graph_estimation_with_the_proxy() -> None:
     val = {s: skill_docs(s, 1, seed=50 + k, lines=4) for k, s in enumerate(["map", "noise", "words"])}
     p = SkillItParams(estimate_tokens=1024, context=32, n_layer=1, n_embd=16, n_head=2, batch_size=4)
     g = estimate_graph(docs, val, p, seed=0)
-    assert g.shape == (3, 3) and np.array_equal(np.diag(g), np.ones(3)) and (g >= 0).all() and (g < 1).sum() >= 6
+    assert (
+        g.shape == (3, 3) and np.array_equal(np.diag(g), np.ones(3)) and (g >= 0).all() and (g < 1).sum() >= 6
+    )
     assert np.array_equal(g, estimate_graph(docs, val, p, seed=0))  # deterministic
