@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from assay.errors import ConfigError, InputError
 from assay.pipeline.evaluate import RunDocs, phase_streams
-from assay.pipeline.fsutil import atomic_path, read_json, write_json, write_parquet
+from assay.pipeline.fsutil import atomic_path, np_array, read_json, write_json, write_parquet
 
 STREAM_SCHEMA = pa.schema(
     [
@@ -51,30 +51,24 @@ def _load(manifest: Path) -> dict[str, Any]:
 def stream_tables(
     manifest: Path, seed: int | None = None, batch: int = 2048
 ) -> Iterator[tuple[int, pa.Table]]:
-    """(phase index, rows) in training order, in batches."""
+    """(phase index, rows) in training order, in batches: one DuckDB join of the phase's id order
+    with the shards, streamed (one scan of the shards per phase, repeated documents included)."""
     m = _load(manifest)
     phases = phase_streams(manifest, [], set(), m["seed"] if seed is None else seed)["manifest"]
     docs = RunDocs(manifest.parent)
-    meta = docs.meta()
-    domain = dict(zip(meta.column("id").to_pylist(), meta.column("domain").to_pylist()))
-    tokens = dict(zip(meta.column("id").to_pylist(), meta.column("n_tokens").to_pylist()))
     for k, ids in enumerate(phases):
-        for start in range(0, len(ids), batch):
-            chunk = ids[start : start + batch]
-            texts = docs.texts(chunk)
-            yield (
-                k,
-                pa.table(
-                    {
-                        "id": chunk,
-                        "domain": [domain[i] for i in chunk],
-                        "text": [texts[i] for i in chunk],
-                        "n_tokens": [tokens[i] for i in chunk],
-                        "phase": [k] * len(chunk),
-                    },
-                    schema=STREAM_SCHEMA,
-                ),
-            )
+        order = pa.table(
+            {"pos": np_array(np.arange(len(ids), dtype=np.int64)), "id": pa.array(ids, pa.string())}
+        )
+        docs.con.register("stream_order", order)
+        reader = docs.con.sql(
+            f"SELECT d.id, d.domain, d.text, d.n_tokens, {k}::INTEGER AS phase FROM stream_order s "
+            "JOIN docs d USING (id) ORDER BY s.pos"
+        ).fetch_arrow_reader(batch)
+        for rb in reader:
+            if rb.num_rows:
+                yield k, pa.Table.from_batches([rb]).cast(STREAM_SCHEMA)
+        docs.con.unregister("stream_order")
 
 
 def export_parquet(manifest: Path, out: Path, rows_per_file: int = 50_000) -> dict[str, Any]:
@@ -84,13 +78,16 @@ def export_parquet(manifest: Path, out: Path, rows_per_file: int = 50_000) -> di
     pending: list[pa.Table] = []
     n_pending = row = 0
 
-    def flush() -> None:
+    def flush(final: bool = False) -> None:
+        """Write files of exactly ``rows_per_file`` rows (the last one shorter), whatever the batching."""
         nonlocal pending, n_pending
-        if pending:
+        while pending and (n_pending >= rows_per_file or final):
+            table = pa.concat_tables(pending)
+            head, rest = table.slice(0, rows_per_file), table.slice(rows_per_file)
             name = f"part-{len(files):05d}.parquet"
-            write_parquet(out / name, pa.concat_tables(pending), row_group_rows=8192)
-            files.append({"file": name, "rows": n_pending})
-            pending, n_pending = [], 0
+            write_parquet(out / name, head, row_group_rows=8192)
+            files.append({"file": name, "rows": head.num_rows})
+            pending, n_pending = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
 
     for k, t in stream_tables(manifest):
         while len(phases) <= k:
@@ -102,7 +99,7 @@ def export_parquet(manifest: Path, out: Path, rows_per_file: int = 50_000) -> di
         n_pending += t.num_rows
         if n_pending >= rows_per_file:
             flush()
-    flush()
+    flush(final=True)
     index = {
         "manifest": str(manifest.resolve()),
         "rows": row,

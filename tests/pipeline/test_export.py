@@ -97,6 +97,10 @@ def test_parquet_export_follows_the_schedule(run: Path, tmp_path: Path) -> None:
             assert abs(fr.get(d, 0) - w) < 0.03, (k, d, fr, w)
     export_parquet(run / "manifest.json", tmp_path / "pq2")
     assert tree_bytes(tmp_path / "pq") == tree_bytes(tmp_path / "pq2")
+    small = export_parquet(run / "manifest.json", tmp_path / "pq3", rows_per_file=7)
+    assert [f["rows"] for f in small["files"][:-1]] == [7] * (len(small["files"]) - 1)
+    rows3 = [r for f in small["files"] for r in pq.read_table(tmp_path / "pq3" / f["file"]).to_pylist()]
+    assert rows3 == rows
 
 
 def test_hf_load_manifest_exact_and_sampled(run: Path) -> None:
