@@ -412,15 +412,22 @@ def bench_export(dev: Path) -> None:
             return n
 
         t_plain, nbytes = timed(lambda: plain(Path(tempfile.mkdtemp(dir=d)) / "x"), repeat=2)
-        t_ours, index = timed(lambda: export_parquet(manifest, Path(tempfile.mkdtemp(dir=d)) / "x"), repeat=2)
-        out_mb = sum(pq.read_metadata(Path(d) / "run" / "shards" / p.name).num_rows for p in shards)
+        dest = Path(tempfile.mkdtemp(dir=d))
+        t_ours, index = timed(
+            lambda: export_parquet(manifest, Path(tempfile.mkdtemp(dir=dest)) / "x"), repeat=2
+        )
+        last = sorted(dest.glob("*/x"))[-1]
+        ours_bytes = sum(
+            pq.read_table(last / f["file"], columns=["text"]).column("text").nbytes for f in index["files"]
+        )
+        copied = sum(pq.read_metadata(p).num_rows for p in shards)
     report(
         "export",
         {
-            "rows in the stream / rows copied": f"{index['rows']} / {out_mb}",
-            "pyarrow copy MB/s": nbytes / 1e6 / t_plain,
-            "assay export parquet MB/s": nbytes / 1e6 / t_ours,
-            "ratio (goal >= 0.5)": t_plain / t_ours,
+            "rows in the stream (with repeats) / rows copied": f"{index['rows']} / {copied}",
+            "pyarrow copy MB/s of text": nbytes / 1e6 / t_plain,
+            "assay export parquet MB/s of text": ours_bytes / 1e6 / t_ours,
+            "ratio of MB/s (goal >= 0.5)": (ours_bytes / t_ours) / (nbytes / t_plain),
         },
     )
 
