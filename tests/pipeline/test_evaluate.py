@@ -128,3 +128,18 @@ def test_loss_and_train_cli(run: Path, tmp_path: Path) -> None:
         ],
     )
     assert res.exit_code == 2 and "has no config.json" in res.output
+
+
+def test_loss_on_ray_matches_local(run: Path, tmp_path: Path, ray_executor: Any) -> None:
+    """`assay loss` runs per shard on the (already started) local Ray cluster; same bytes as in-process."""
+    BuiltinGPT(TINY, seed=2).save(tmp_path / "m")
+    for name, ex in (("l_ray", "ray"), ("l_local", "local")):
+        res = CliRunner().invoke(
+            main,
+            ["loss", "--model", str(tmp_path / "m"), "--run", str(run), "--executor", ex, "--name", name],
+        )
+        assert res.exit_code == 0, res.output
+    ray_files = sorted((run / "scores" / "l_ray").glob("0*.parquet"))
+    assert ray_files and [p.read_bytes() for p in ray_files] == [
+        (run / "scores" / "l_local" / p.name).read_bytes() for p in ray_files
+    ]
