@@ -59,6 +59,21 @@ class RunDocs:
             f"SELECT id, domain, n_tokens FROM docs WHERE {where} ORDER BY id"
         ).to_arrow_table()
 
+    def selected(
+        self, domains: list[str], exclude: set[str] | frozenset[str] = frozenset()
+    ) -> dict[str, list[str]]:
+        """Each of ``domains``' selected ids (``selection/*.parquet``), sorted by id, minus ``exclude``."""
+        files = sorted(str(p) for p in (self.run_dir / "selection").glob("*.parquet"))
+        out: dict[str, list[str]] = {d: [] for d in domains}
+        if files:
+            t = self.con.sql(
+                f"SELECT id, domain FROM read_parquet({files!r}) WHERE selected ORDER BY domain, id"
+            ).to_arrow_table()
+            for i, d in zip(t.column("id").to_pylist(), t.column("domain").to_pylist()):
+                if d in out and i not in exclude:
+                    out[d].append(i)
+        return out
+
     def texts(self, ids: list[str]) -> dict[str, str]:
         self.con.register("want", pa.table({"id": sorted(set(ids))}))
         t = self.con.sql("SELECT id, text FROM docs JOIN want USING (id)").to_arrow_table()
@@ -66,7 +81,8 @@ class RunDocs:
         return dict(zip(t.column("id").to_pylist(), t.column("text").to_pylist()))
 
 
-def _order(ids: list[str], seed: int) -> list[str]:
+def seeded_order(ids: list[str], seed: int) -> list[str]:
+    """``ids`` sorted by XXH3-64(id, seed): a seeded shuffle independent of the input order."""
     return sorted(ids, key=lambda i: xxhash.xxh3_64_intdigest(i.encode(), seed=seed))
 
 
@@ -107,8 +123,6 @@ def phase_streams(
 ) -> dict[str, list[list[str]]]:
     """Document ids in training order, one list per phase, for the manifest (``manifest``) and the
     baselines ``random`` / ``natural`` (see the module docstring)."""
-    import pyarrow.parquet as pq
-
     m = read_json(manifest_path)
     run_dir = manifest_path.parent
     docs = RunDocs(run_dir)
@@ -118,14 +132,7 @@ def phase_streams(
     for i, d in zip(meta.column("id").to_pylist(), meta.column("domain").to_pylist()):
         if i not in exclude:
             by_domain.setdefault(d, []).append(i)
-    selected = {}
-    for d, info in m["domains"].items():
-        t = pq.read_table(run_dir / info["selection_file"], columns=["id", "selected"])
-        selected[d] = [
-            i
-            for i, s in zip(t.column("id").to_pylist(), t.column("selected").to_pylist())
-            if s and i not in exclude
-        ]
+    selected = docs.selected(list(m["domains"]), exclude)
     out: dict[str, list[list[str]]] = {}
     for kind in ["manifest", *kinds]:
         if kind not in ("manifest", "random", "natural"):
@@ -133,14 +140,14 @@ def phase_streams(
         rng = np.random.default_rng(seed)
         phases: list[list[str]] = []
         if kind == "natural":
-            pool = _order([i for ids in by_domain.values() for i in ids], seed)
+            pool = seeded_order([i for ids in by_domain.values() for i in ids], seed)
             cursor = 0
             for ph in m["schedule"]["phases"]:
                 part, cursor = _take(pool, tokens, ph["tokens"], cursor)
                 phases.append(part)
         else:
             src = selected if kind == "manifest" else by_domain
-            pools = {d: _order(ids, seed + k) for k, (d, ids) in enumerate(sorted(src.items()))}
+            pools = {d: seeded_order(ids, seed + k) for k, (d, ids) in enumerate(sorted(src.items()))}
             cursors = dict.fromkeys(pools, 0)
             for ph in m["schedule"]["phases"]:
                 parts = {}

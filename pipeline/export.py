@@ -167,15 +167,11 @@ def _sampled_rows(manifest_path: str, only: int | None, seed: int) -> Iterator[d
     """Rows of ``mode="sample"``: per phase, interleave_datasets over the domains' selected documents
     (cycled) with probabilities from ``sampling_probabilities``, until the phase's tokens are reached."""
     import datasets
-    import pyarrow.parquet as pq
 
     manifest = Path(manifest_path)
     m = _load(manifest)
     docs = RunDocs(manifest.parent)
-    per_domain: dict[str, list[str]] = {}
-    for d, info in m["domains"].items():
-        t = pq.read_table(manifest.parent / info["selection_file"], columns=["id", "selected"])
-        per_domain[d] = [i for i, s in zip(t.column("id").to_pylist(), t.column("selected").to_pylist()) if s]
+    per_domain = docs.selected(list(m["domains"]))
     mean_tokens = {
         d: m["domains"][d]["selected_tokens"] / max(1, m["domains"][d]["selected_docs"]) for d in per_domain
     }
@@ -262,7 +258,6 @@ def export_megatron(
     Iterations: the manifest's token budget is converted to the export tokenizer's tokens with the
     ratio measured on the exported documents; train_iters = ceil(tokens / (seq_length × global
     batch)); phase k starts at floor(start_k × train_iters)."""
-    import pyarrow.parquet as pq
 
     from assay.pipeline.models import make_tokenizer
 
@@ -272,12 +267,11 @@ def export_megatron(
     docs = RunDocs(manifest.parent)
     out.mkdir(parents=True, exist_ok=True)
     prefixes, ratio_num, ratio_den = {}, 0, 0
+    selected = docs.selected(sorted(m["domains"]))
     for d, info in sorted(m["domains"].items()):
         if not info["selected_docs"]:
             continue
-        t = pq.read_table(manifest.parent / info["selection_file"], columns=["id", "n_tokens", "selected"])
-        t = t.filter(t.column("selected"))
-        ids = t.column("id").to_pylist()
+        ids = selected[d]
         texts = docs.texts(ids)
         arrays = [np.array([*tok.encode(texts[i]), tok.eos], dtype=dtype) for i in ids]
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in d)
@@ -285,7 +279,7 @@ def export_megatron(
         write_indexed_dataset(prefix, arrays, dtype)
         prefixes[d] = prefix.name
         ratio_num += sum(len(a) for a in arrays)
-        ratio_den += int(pa.compute.sum(t.column("n_tokens")).as_py() or 0)
+        ratio_den += info["selected_tokens"]
     ratio = ratio_num / max(1, ratio_den)
     total = m["schedule"]["total_tokens"] * ratio
     train_iters = max(1, math.ceil(total / (seq_length * global_batch_size)))

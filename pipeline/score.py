@@ -122,6 +122,15 @@ def resolve_target(
     return _target_from_docs(docs, spec, where)
 
 
+def _shard_tasks(names: list[str], shards: list[str]) -> list[Task]:
+    """One task per (scorer output name, shard), keyed ``<name>/<shard stem>``."""
+    return [
+        Task(f"{name}/{Path(s).stem}", {"scorer": name, "shard": s}, Path(s).stat().st_size)
+        for name in names
+        for s in shards
+    ]
+
+
 def run_score(
     scorers: list[ScorerConfig],
     shards: list[str],
@@ -155,23 +164,14 @@ def run_score(
     con.close()
     fitting = [n for n, j in jobs.items() if get_scorer_class(j.name).needs_fit]
     if fitting:
-        ftasks = [
-            Task(f"{name}/{Path(s).stem}", {"scorer": name, "shard": s}, Path(s).stat().st_size)
-            for name in fitting
-            for s in shards
-        ]
-        executor.run("fit", ScoreStep(jobs, fit=True), ftasks, run_dir / "_state")
+        executor.run("fit", ScoreStep(jobs, fit=True), _shard_tasks(fitting, shards), run_dir / "_state")
         for name in fitting:
             out_dir = Path(jobs[name].out_dir)
             total = sum(np.load(out_dir / "_fit" / (Path(s).stem + ".npy")) for s in shards)
             fit_path = out_dir / "_fit.npy"
             write_npy(fit_path, np.asarray(total))
             jobs[name] = replace(jobs[name], fit_path=str(fit_path))
-    tasks = [
-        Task(f"{name}/{Path(s).stem}", {"scorer": name, "shard": s}, Path(s).stat().st_size)
-        for name in jobs
-        for s in shards
-    ]
+    tasks = _shard_tasks(list(jobs), shards)
     results = executor.run("score", ScoreStep(jobs), tasks, run_dir / "_state")
     for name, meta in metas.items():
         mine = [r for t, r in zip(tasks, results) if t.payload["scorer"] == name]

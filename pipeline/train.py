@@ -99,6 +99,17 @@ class Batches:
         )
 
 
+def train_step(model: ProxyModel, opt: torch.optim.Optimizer, batch: torch.Tensor, grad_clip: float) -> float:
+    """One optimizer step on a (B, T+1) batch; returns the loss. ``grad_clip`` 0 disables clipping."""
+    loss = model.loss(batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.module.parameters(), grad_clip)
+    opt.step()
+    return float(loss.detach())
+
+
 def _save_checkpoint(
     model: ProxyModel, opt: torch.optim.Optimizer, step: int, tokens: int, out: Path
 ) -> None:
@@ -166,14 +177,7 @@ def train(
     for step in range(start, end):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, c)
-        batch = batches.batch(step)  # (B, T+1)
-        loss = model.loss(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if c.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.module.parameters(), c.grad_clip)
-        opt.step()
-        lv = float(loss.detach())
+        lv = train_step(model, opt, batches.batch(step), c.grad_clip)  # batch: (B, T+1)
         losses.append(lv)
         if on_step:
             on_step(step, (step + 1) * per_step, lv)

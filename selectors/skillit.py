@@ -191,9 +191,7 @@ class ProxyTrainer:
 
     def train_on(self, docs: dict[str, list[str]], mixture: dict[str, float], tokens: int) -> None:
         """``tokens`` tokens drawn ∝ ``mixture`` from each skill's documents (sampled with replacement)."""
-        import torch
-
-        from assay.pipeline.train import Batches, pack
+        from assay.pipeline.train import Batches, pack, train_step
 
         texts: list[str] = []
         for s, w in sorted(mixture.items()):
@@ -208,11 +206,7 @@ class ProxyTrainer:
         steps = max(1, tokens // (self.p.batch_size * self.model.context))
         self.model.module.train()
         for k in range(steps):
-            loss = self.model.loss(b.batch(k))
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.module.parameters(), 1.0)
-            self.opt.step()
+            train_step(self.model, self.opt, b.batch(k), grad_clip=1.0)
         self.model.module.eval()
 
     def losses(self, val: dict[str, list[str]]) -> dict[str, float]:
@@ -250,22 +244,14 @@ def split_docs(
     run_dir: Path, skills: list[str], val_docs: int, seed: int
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Each skill's selected documents, minus ``val_docs`` held out (by a seeded hash) for validation."""
-    import pyarrow.parquet as pq
-    import xxhash
+    from assay.pipeline.evaluate import RunDocs, seeded_order
 
-    from assay.pipeline.evaluate import RunDocs
-
-    sel_files = sorted((run_dir / "selection").glob("*.parquet"))
-    ids: dict[str, list[str]] = {}
-    for f in sel_files:
-        t = pq.read_table(f, columns=["id", "domain", "selected"])
-        for i, d, s in zip(*(t.column(c).to_pylist() for c in ("id", "domain", "selected"))):
-            if s and d in skills:
-                ids.setdefault(d, []).append(i)
-    texts = RunDocs(run_dir).texts([i for v in ids.values() for i in v])
+    docs = RunDocs(run_dir)
+    ids = docs.selected(skills)
+    texts = docs.texts([i for v in ids.values() for i in v])
     train, val = {}, {}
     for s in skills:
-        order = sorted(ids.get(s, []), key=lambda i: xxhash.xxh3_64_intdigest(i.encode(), seed=seed))
+        order = seeded_order(ids[s], seed)
         if len(order) <= val_docs:
             raise InputError(
                 f"skillit: skill {s!r} has {len(order)} selected documents; "
